@@ -1,0 +1,5 @@
+import sys
+
+from chatms.entrypoints.cli import main
+
+sys.exit(main())

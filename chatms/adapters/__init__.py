@@ -1,0 +1,1 @@
+"""One module per outside system; the only code here that does I/O."""

@@ -1,0 +1,268 @@
+"""OpenAI's Chat Completions API, streamed over one shared httpx client (no SDK).
+
+Works with any OpenAI-compatible server (Ollama, vLLM, llama.cpp, LiteLLM) through
+OPENAI_BASE_URL. Failures become the domain's upstream errors; the API key never appears
+in any of their messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from chatms.domain.errors import (
+    NotConfigured,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from chatms.domain.model import ChatConfig, Usage
+from chatms.service.ports import UpstreamResult
+
+log = logging.getLogger("chatms.openai")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str | None = None
+    connect_timeout: float = 5.0
+    first_token_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    max_retries: int = 2
+    retry_budget: float = 20.0
+    backoff_base: float = 0.25
+    max_connections: int = 200
+
+
+def build_http_client(settings: UpstreamSettings) -> httpx.AsyncClient:
+    """The one pooled client every turn shares."""
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout,
+        read=settings.idle_timeout,
+        write=settings.connect_timeout,
+        pool=settings.connect_timeout,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_connections,
+    )
+    return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+
+
+def request_body(config: ChatConfig, messages: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": config.model,
+        "messages": [{"role": role, "content": content} for role, content in messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "max_tokens": config.max_tokens,
+        "presence_penalty": config.presence_penalty,
+        "frequency_penalty": config.frequency_penalty,
+    }
+    if config.stop:  # an empty list is rejected by the API (the original crashed on none)
+        body["stop"] = list(config.stop)
+    return body
+
+
+def _error_message(body: bytes) -> str:
+    """The upstream's own message, trimmed; never echoes our request or headers."""
+    try:
+        error = json.loads(body)["error"]
+        text = str(error.get("message") or error.get("code") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        text = ""
+    return text[:300]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def error_for_status(status: int, body: bytes) -> UpstreamError:
+    detail = _error_message(body)
+    suffix = f": {detail}" if detail else ""
+    if status == 429:
+        return UpstreamRateLimited(f"upstream rate limit reached{suffix}")
+    if status in (401, 403):
+        return UpstreamRejected(f"upstream rejected the credentials (HTTP {status}){suffix}")
+    if status == 408:
+        return UpstreamTimeout(f"upstream timed out (HTTP 408){suffix}")
+    if status >= 500:
+        return UpstreamUnavailable(f"upstream failed (HTTP {status}){suffix}")
+    return UpstreamRejected(f"upstream rejected the request (HTTP {status}){suffix}")
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "[redacted]") if secret else text
+
+
+class _Retry(Exception):
+    def __init__(self, error: UpstreamError, delay: float | None) -> None:
+        self.error = error
+        self.delay = delay
+
+
+class OpenAIClient:
+    def __init__(self, http: httpx.AsyncClient, settings: UpstreamSettings) -> None:
+        self.http = http
+        self.settings = settings
+        self.url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if settings.api_key:
+            self._headers["authorization"] = f"Bearer {settings.api_key}"
+
+    async def complete(
+        self, config: ChatConfig, messages: Sequence[tuple[str, str]], result: UpstreamResult
+    ) -> AsyncIterator[str]:
+        """Stream text deltas; retries only happen before the first delta was handed out."""
+        if not self.settings.api_key:
+            raise NotConfigured("OPENAI_API_KEY is not set; the service cannot answer")
+        s = self.settings
+        payload = json.dumps(request_body(config, messages)).encode()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.first_token_timeout
+        retry_until = loop.time() + s.retry_budget
+        while True:
+            result.attempts += 1
+            try:
+                response, events, first = await self._until_first_delta(payload, result, deadline)
+                break
+            except _Retry as retry:
+                delay = retry.delay
+                if delay is None:
+                    delay = s.backoff_base * 2 ** (result.attempts - 1)
+                    delay *= 0.5 + random.random()  # noqa: S311 (jitter, not crypto)
+                if result.attempts > s.max_retries or loop.time() + delay > min(
+                    deadline, retry_until
+                ):
+                    raise retry.error from None
+                log.info(
+                    "upstream attempt %d failed (%s); retrying in %.2fs",
+                    result.attempts, retry.error, delay,
+                )
+                await asyncio.sleep(delay)
+        try:
+            if first is None:
+                return
+            yield first
+            async for delta in events:
+                yield delta
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            await response.aclose()
+
+    async def _until_first_delta(
+        self, payload: bytes, result: UpstreamResult, deadline: float
+    ) -> tuple[httpx.Response, AsyncIterator[str], str | None]:
+        """Open the stream and read it up to the first text delta, within the deadline.
+
+        Nothing has reached the caller yet, so every transient failure here may be retried.
+        """
+        request = self.http.build_request("POST", self.url, content=payload, headers=self._headers)
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self.http.send(request, stream=True)
+                if response.status_code != 200:
+                    body = await response.aread()
+                    error = error_for_status(response.status_code, body)
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise _Retry(error, _retry_after(response))
+                    raise error
+                events = self._events(response.aiter_lines(), result)
+                try:
+                    first = await anext(events, None)
+                except (UpstreamUnavailable, UpstreamTimeout) as exc:
+                    raise _Retry(exc, None) from None
+                return response, events, first
+        except TimeoutError:
+            await self._close(response)
+            raise UpstreamTimeout("upstream sent no answer in time") from None
+        except httpx.TimeoutException:
+            await self._close(response)
+            raise _Retry(UpstreamTimeout("upstream timed out"), None) from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            await self._close(response)
+            detail = _redact(str(exc), self.settings.api_key)[:200]
+            raise _Retry(UpstreamUnavailable(f"upstream unreachable: {detail}"), None) from None
+        except BaseException:
+            await self._close(response)
+            raise
+
+    @staticmethod
+    async def _close(response: httpx.Response | None) -> None:
+        if response is not None:
+            await response.aclose()
+
+    async def _events(self, lines: AsyncIterator[str], result: UpstreamResult) -> AsyncIterator[str]:
+        """Parse SSE lines into text deltas, recording the finish reason and usage."""
+        done = False
+        try:
+            async for line in lines:
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments (": keep-alive"), event names
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    log.warning("upstream sent a malformed SSE data line; skipped")
+                    continue
+                if not isinstance(chunk, dict):
+                    continue
+                if "error" in chunk and chunk["error"]:
+                    raise UpstreamUnavailable(
+                        "upstream reported an error mid-stream: "
+                        + _error_message(json.dumps(chunk).encode())
+                    )
+                usage = chunk.get("usage")
+                if usage:
+                    result.usage = Usage(
+                        int(usage.get("prompt_tokens") or 0),
+                        int(usage.get("completion_tokens") or 0),
+                    )
+                choices = chunk.get("choices")
+                if not choices:
+                    continue
+                choice = choices[0]
+                reason = choice.get("finish_reason")
+                if reason:
+                    result.finish_reason = reason
+                delta = choice.get("delta")
+                if delta:
+                    text = delta.get("content")
+                    if text:
+                        yield text
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("upstream stalled mid-answer") from None
+        except (httpx.TransportError, httpx.StreamError):
+            raise UpstreamUnavailable("upstream connection broke mid-answer") from None
+        if not done:
+            raise UpstreamUnavailable("upstream stream ended before [DONE]")

@@ -1,0 +1,330 @@
+"""PostgreSQL through asyncpg: the pool, the migrations, and the chat repository.
+
+Each turn costs two statements on the hot path of an existing chat: one that leases the
+chat and returns its live window, and one that stores the turn and releases the lease.
+Both are single statements, so each is atomic and one round trip.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from chatms.domain.errors import ChatBusy, ChatEnded, ChatNotFound, InvalidInput, Unavailable
+from chatms.domain.model import (
+    Chat,
+    ChatConfig,
+    ChatStatus,
+    Completion,
+    Message,
+    PendingTurn,
+    Role,
+)
+from chatms.service.ports import ChatPage, ChatSummary, Lease, StoredMessage
+
+log = logging.getLogger("chatms.postgres")
+
+# Any fixed 64-bit number: replicas starting together take turns migrating.
+MIGRATION_LOCK_KEY = 0x63686174_6D73
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, command_timeout: float = 10.0
+) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        init=_init_connection,
+    )
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every packaged migration, in order."""
+    found = []
+    for entry in resources.files("chatms.adapters").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply the migrations not yet applied; returns their names."""
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+            applied.append(name)
+    for name in applied:
+        log.info("applied migration %s", name)
+    return applied
+
+
+async def pending_migrations(pool: asyncpg.Pool) -> list[str]:
+    """Names of packaged migrations the database lacks (all of them on an empty database)."""
+    async with pool.acquire() as conn:
+        exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        done = (
+            {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            if exists
+            else set()
+        )
+    return [name for version, name, _ in migration_files() if version not in done]
+
+
+# Errors that mean "the database is not there right now", as opposed to a bug in a query.
+DB_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+_ACQUIRE = """
+WITH leased AS (
+    UPDATE chats SET lease_id = $3, lease_until = now() + make_interval(secs => $4)
+    WHERE id = $1 AND owner_id = $2 AND status = 'active'
+      AND (lease_until IS NULL OR lease_until < now())
+    RETURNING id, config, next_seq
+)
+SELECT l.config, l.next_seq, m.seq, m.role, m.content, m.tokens, m.completion, m.finish_reason
+FROM leased l LEFT JOIN messages m ON m.chat_id = l.id AND NOT m.erased
+ORDER BY m.seq
+"""
+
+_WHY_NOT_LEASED = """
+SELECT status, lease_until IS NOT NULL AND lease_until >= now() AS busy
+FROM chats WHERE id = $1 AND owner_id = $2
+"""
+
+_CREATE = """
+WITH chat AS (
+    INSERT INTO chats (id, owner_id, config, lease_id, lease_until)
+    VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+    RETURNING id
+)
+INSERT INTO messages (chat_id, seq, role, content, tokens)
+SELECT id, 0, 'system', $6, $7 FROM chat
+"""
+
+# One statement, so one transaction and one round trip. Every part hangs on `chat`, the
+# row whose lease we still hold: a turn that lost its lease stores nothing.
+_COMMIT = """
+WITH chat AS (
+    UPDATE chats SET
+        next_seq = $3,
+        message_count = message_count + cardinality($4::integer[]),
+        prompt_tokens = prompt_tokens + $11,
+        completion_tokens = completion_tokens + $12,
+        title = COALESCE(title, $13),
+        updated_at = now(),
+        lease_id = NULL,
+        lease_until = NULL
+    WHERE id = $1 AND lease_id = $2
+    RETURNING id
+), added AS (
+    INSERT INTO messages (chat_id, seq, role, content, tokens, completion, finish_reason)
+    SELECT chat.id, t.seq, t.role, t.content, t.tokens, t.completion, t.finish_reason
+    FROM chat, unnest($4::integer[], $5::text[], $6::text[], $7::integer[], $8::text[],
+                      $9::text[]) AS t(seq, role, content, tokens, completion, finish_reason)
+), erased AS (
+    UPDATE messages SET erased = true
+    FROM chat WHERE messages.chat_id = chat.id AND messages.seq = ANY($10::integer[])
+)
+SELECT count(*) FROM chat
+"""
+
+
+def _config_to_json(config: ChatConfig) -> dict[str, Any]:
+    return {
+        "model": config.model,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "max_tokens": config.max_tokens,
+        "stop": list(config.stop),
+        "presence_penalty": config.presence_penalty,
+        "frequency_penalty": config.frequency_penalty,
+    }
+
+
+def _config_from_json(data: dict[str, Any]) -> ChatConfig:
+    return ChatConfig(
+        model=data["model"],
+        temperature=data["temperature"],
+        top_p=data["top_p"],
+        max_tokens=data["max_tokens"],
+        stop=tuple(data["stop"]),
+        presence_penalty=data["presence_penalty"],
+        frequency_penalty=data["frequency_penalty"],
+    )
+
+
+def _encode_cursor(updated_at: datetime, chat_id: str) -> str:
+    raw = f"{updated_at.isoformat()}|{chat_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, chat_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), chat_id
+    except ValueError:
+        raise InvalidInput("cursor is not valid") from None
+
+
+class PostgresChatRepository:
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float = 5.0) -> None:
+        self.pool = pool
+        self.acquire_timeout = acquire_timeout
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; an outage or an exhausted pool becomes `Unavailable`."""
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+                yield conn
+        except DB_UNAVAILABLE as exc:
+            log.warning("database unavailable: %s", type(exc).__name__)
+            raise Unavailable("database unavailable; please retry") from exc
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def create(self, chat: Chat, lease: Lease) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                _CREATE, chat.id, chat.owner, _config_to_json(chat.config), lease.token,
+                lease.seconds, chat.system.content, chat.system.tokens,
+            )
+
+    async def acquire(self, chat_id: str, owner: str, lease: Lease) -> Chat:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_ACQUIRE, chat_id, owner, lease.token, lease.seconds)
+            if not rows:
+                why = await conn.fetchrow(_WHY_NOT_LEASED, chat_id, owner)
+        if not rows:
+            if why is None:
+                raise ChatNotFound()
+            if why["status"] == ChatStatus.ENDED:
+                raise ChatEnded()
+            raise ChatBusy()
+        first = rows[0]
+        messages = [
+            Message(
+                r["seq"], Role(r["role"]), r["content"], r["tokens"],
+                completion=Completion(r["completion"]), finish_reason=r["finish_reason"],
+            )
+            for r in rows
+            if r["seq"] is not None
+        ]
+        system = messages[0] if messages and messages[0].role is Role.SYSTEM else None
+        if system is None:  # created by a turn that never finished its insert
+            raise ChatNotFound()
+        return Chat(
+            id=chat_id, owner=owner, config=_config_from_json(first["config"]),
+            system=system, live=messages[1:], next_seq=first["next_seq"],
+        )
+
+    async def commit_turn(self, chat: Chat, turn: PendingTurn, lease: Lease) -> None:
+        new = [turn.user] if turn.assistant is None else [turn.user, turn.assistant]
+        usage = turn.usage
+        async with self._conn() as conn:
+            stored = await conn.fetchval(
+                _COMMIT, chat.id, lease.token, chat.next_seq,
+                [m.seq for m in new], [m.role.value for m in new], [m.content for m in new],
+                [m.tokens for m in new], [m.completion.value for m in new],
+                [m.finish_reason for m in new], turn.erased_seqs,
+                usage.prompt_tokens, usage.completion_tokens, turn.user.content[:200],
+            )
+        if stored != 1:
+            raise Unavailable("the turn outlived its lease on the chat and was not stored")
+
+    async def release(self, chat_id: str, lease: Lease) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE chats SET lease_id = NULL, lease_until = NULL"
+                " WHERE id = $1 AND lease_id = $2",
+                chat_id, lease.token,
+            )
+
+    async def list_chats(self, owner: str, limit: int, cursor: str | None) -> ChatPage:
+        after = _decode_cursor(cursor) if cursor else None
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, status, title, message_count, created_at, updated_at FROM chats"
+                " WHERE owner_id = $1 AND ($2::timestamptz IS NULL"
+                "   OR (updated_at, id) < ($2::timestamptz, $3::uuid))"
+                " ORDER BY updated_at DESC, id DESC LIMIT $4",
+                owner, after[0] if after else None, after[1] if after else None, limit + 1,
+            )
+        chats = [
+            ChatSummary(
+                str(r["id"]), r["status"], r["title"], r["message_count"],
+                r["created_at"], r["updated_at"],
+            )
+            for r in rows[:limit]
+        ]
+        more = len(rows) > limit
+        return ChatPage(chats, _encode_cursor(chats[-1].updated_at, chats[-1].id) if more else None)
+
+    async def messages(self, chat_id: str, owner: str) -> list[StoredMessage]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT m.seq, m.role, m.content, m.tokens, m.erased, m.completion,"
+                " m.finish_reason, m.created_at"
+                " FROM chats c LEFT JOIN messages m ON m.chat_id = c.id"
+                " WHERE c.id = $1 AND c.owner_id = $2 ORDER BY m.seq",
+                chat_id, owner,
+            )
+        if not rows:
+            raise ChatNotFound()
+        return [
+            StoredMessage(
+                r["seq"], r["role"], r["content"], r["tokens"], r["erased"],
+                r["completion"], r["finish_reason"], r["created_at"],
+            )
+            for r in rows
+            if r["seq"] is not None
+        ]
+
+    async def end(self, chat_id: str, owner: str) -> None:
+        async with self._conn() as conn:
+            done = await conn.fetchval(
+                "UPDATE chats SET status = 'ended', updated_at = now()"
+                " WHERE id = $1 AND owner_id = $2 RETURNING id",
+                chat_id, owner,
+            )
+        if done is None:
+            raise ChatNotFound()
+

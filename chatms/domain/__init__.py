@@ -1,0 +1,1 @@
+"""The conversation aggregate: pure Python, no I/O, stdlib only."""

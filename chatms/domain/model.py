@@ -1,0 +1,165 @@
+"""The chat aggregate: a system message, a live window of messages, and its token budget."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from chatms.domain.budget import TokenBudget, message_tokens
+from chatms.domain.errors import ChatEnded, InvalidInput, MessageTooLarge
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class ChatStatus(StrEnum):
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class Completion(StrEnum):
+    """How an assistant message came to an end."""
+
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    UPSTREAM_ERROR = "upstream_error"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """The sampling settings a chat was created with; they travel with the chat."""
+
+    model: str
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+@dataclass(slots=True)
+class Message:
+    seq: int
+    role: Role
+    content: str
+    tokens: int
+    erased: bool = False
+    completion: Completion = Completion.COMPLETE
+    finish_reason: str | None = None
+
+    @property
+    def in_prompt(self) -> bool:
+        """Whether the model is shown this message (an empty partial answer says nothing)."""
+        return not self.erased and bool(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
+class PendingTurn:
+    """What one turn adds to a chat: persisted in one transaction when the turn ends."""
+
+    user: Message
+    erased_seqs: list[int]
+    assistant: Message | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+class Chat:
+    """One conversation. The system message is never erased; the oldest others are."""
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        owner: str,
+        config: ChatConfig,
+        system: Message,
+        live: Iterable[Message] = (),
+        next_seq: int = 1,
+        status: ChatStatus = ChatStatus.ACTIVE,
+    ) -> None:
+        self.id = id
+        self.owner = owner
+        self.config = config
+        self.system = system
+        self.live: deque[Message] = deque(live)
+        self.next_seq = next_seq
+        self.status = status
+
+    @classmethod
+    def start(
+        cls, *, id: str, owner: str, config: ChatConfig, system_prompt: str, system_tokens: int
+    ) -> Chat:
+        system = Message(0, Role.SYSTEM, system_prompt, message_tokens(system_tokens))
+        return cls(id=id, owner=owner, config=config, system=system)
+
+    @property
+    def live_tokens(self) -> int:
+        """Prompt tokens of the system message and the live window, framing included."""
+        return self.system.tokens + sum(m.tokens for m in self.live)
+
+    def prompt(self) -> Iterator[tuple[str, str]]:
+        """The (role, content) pairs sent upstream: system first, then the live window in order."""
+        yield self.system.role.value, self.system.content
+        for m in self.live:
+            if m.in_prompt:
+                yield m.role.value, m.content
+
+    def add_user_message(self, content: str, content_tokens: int, budget: TokenBudget) -> PendingTurn:
+        """Append a user message, erasing the oldest messages the budget cannot keep."""
+        if self.status is ChatStatus.ENDED:
+            raise ChatEnded()
+        if not content.strip():
+            raise InvalidInput("user_message must not be empty")
+        tokens = message_tokens(content_tokens)
+        room = budget.prompt_limit - self.system.tokens
+        if tokens > room:
+            raise MessageTooLarge(tokens, max(room, 0))
+        used = self.live_tokens + tokens
+        erased: list[int] = []
+        while used > budget.prompt_limit:
+            oldest = self.live.popleft()
+            oldest.erased = True
+            used -= oldest.tokens
+            erased.append(oldest.seq)
+        user = Message(self.next_seq, Role.USER, content, tokens)
+        self.next_seq += 1
+        self.live.append(user)
+        return PendingTurn(user=user, erased_seqs=erased)
+
+    def add_assistant_message(
+        self,
+        turn: PendingTurn,
+        content: str,
+        content_tokens: int,
+        completion: Completion,
+        finish_reason: str | None,
+        usage: Usage,
+    ) -> Message:
+        """Record the model's answer (whole or partial) as the turn's closing message."""
+        tokens = message_tokens(content_tokens) if content else 0
+        reply = Message(
+            self.next_seq, Role.ASSISTANT, content, tokens,
+            completion=completion, finish_reason=finish_reason,
+        )
+        self.next_seq += 1
+        self.live.append(reply)
+        turn.assistant = reply
+        turn.usage = usage
+        return reply
+
+    def end(self) -> None:
+        self.status = ChatStatus.ENDED

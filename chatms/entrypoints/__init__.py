@@ -1,0 +1,1 @@
+"""The doors: thin translation between a wire protocol and the use cases."""

@@ -1,0 +1,17 @@
+"""The shared service token, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+
+
+class TokenCheck:
+    def __init__(self, token: str) -> None:
+        self._expected = token.encode()
+
+    def accepts(self, presented: str | None) -> bool:
+        """True for `<token>` or `Bearer <token>`; every miss takes the same path."""
+        value = (presented or "").strip()
+        if value[:7].lower() == "bearer ":
+            value = value[7:].strip()
+        return hmac.compare_digest(value.encode("utf-8", "surrogatepass"), self._expected)

@@ -1,0 +1,77 @@
+"""`chatms serve | migrate | protos`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from chatms.config import ConfigError, Settings, load_dotenv_file, load_settings
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed, plain asyncio elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+async def _migrate(settings: Settings) -> None:
+    from chatms.adapters.postgres import create_pool, migrate
+    from chatms.app import connect_database
+
+    url, embedded = await connect_database(settings)
+    try:
+        pool = await create_pool(url, max_size=1)
+        try:
+            applied = await migrate(pool)
+        finally:
+            await pool.close()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chatms", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the gRPC and HTTP servers")
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    commands.add_parser("protos", help="regenerate chatms/protogen from protos/")
+    args = parser.parse_args(argv)
+
+    if args.command == "protos":
+        from chatms.protos import regenerate
+
+        regenerate()
+        return 0
+
+    load_dotenv_file()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"chatms: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    if args.command == "serve":
+        from chatms.app import serve_forever
+
+        run(serve_forever(settings))
+    elif args.command == "migrate":
+        run(_migrate(settings))
+    return 0

@@ -1,0 +1,42 @@
+"""Regenerates `chatms.protogen` from `protos/*.proto` with betterproto2's compiler.
+
+Run `chatms protos` (or `python -m chatms protos`) after changing a proto; a test fails
+while the committed code is stale. Needs the `test` extra (grpcio-tools, betterproto2-compiler).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "protos"
+TARGET = Path(__file__).resolve().parent / "protogen"
+OPTIONS = ("client_generation=async", "server_generation=async")
+
+
+def generate(out_dir: Path, proto_dir: Path = PROTO_DIR) -> list[Path]:
+    """Generate into `out_dir`; returns the files written, relative to it."""
+    protos = sorted(str(p.relative_to(proto_dir)) for p in proto_dir.glob("*.proto"))
+    if not protos:
+        raise FileNotFoundError(f"no .proto files in {proto_dir}")
+    opts = [f"--python_betterproto2_opt={o}" for o in OPTIONS]
+    command = [
+        sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}",
+        f"--python_betterproto2_out={out_dir}", *opts, *protos,
+    ]
+    subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
+    return sorted(p.relative_to(out_dir) for p in out_dir.rglob("*") if p.is_file())
+
+
+def regenerate() -> None:
+    """Replace the committed generated package with freshly generated code."""
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp))
+        if TARGET.exists():
+            shutil.rmtree(TARGET)
+        shutil.copytree(tmp, TARGET)
+    print(f"regenerated {TARGET.relative_to(ROOT)} from {PROTO_DIR.relative_to(ROOT)}")

@@ -1,0 +1,1 @@
+"""Use cases: a turn of a chat, history, ending a chat; written against the ports in `ports`."""

@@ -1,0 +1,326 @@
+"""The use cases: one turn of a chat as an async stream of deltas, history, and ending a chat.
+
+Every door (gRPC, HTTP, WhatsApp) runs its turns through `ChatService.turn`, so the rules
+about ownership, budgets, partial answers and persistence live here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from chatms.domain.budget import TokenBudget
+from chatms.domain.errors import (
+    ChatError,
+    InvalidInput,
+    PayloadTooLarge,
+    Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from chatms.domain.model import Chat, ChatConfig, Completion, PendingTurn, Usage
+from chatms.service.ports import (
+    ChatPage,
+    ChatRepository,
+    CompletionClient,
+    Lease,
+    StoredMessage,
+    TokenCounter,
+    UpstreamResult,
+)
+
+log = logging.getLogger("chatms.turns")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPolicy:
+    """The service-wide rules a turn is held to."""
+
+    defaults: ChatConfig
+    system_prompt: str
+    budget: TokenBudget
+    max_message_chars: int = 32_000
+    max_user_id_chars: int = 256
+    turn_timeout: float = 300.0
+    # Longer than any turn can run (turn timeout plus one idle gap), so a lease only
+    # expires on its own when its process died.
+    lease_seconds: float = 420.0
+
+
+@dataclass(slots=True)
+class TurnReport:
+    """What a finished turn tells observers (metrics, logs): no message bodies."""
+
+    transport: str
+    chat_id: str
+    user_id: str
+    new_chat: bool
+    outcome: str
+    error: str | None = None
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    started: float = 0.0
+    first_token_at: float | None = None
+    finished: float = 0.0
+    deltas: int = 0
+
+
+TurnObserver = Callable[[TurnReport], None]
+
+
+def parse_chat_id(chat_id: str) -> str:
+    """A canonical UUID string, or InvalidInput."""
+    try:
+        return str(uuid.UUID(chat_id))
+    except ValueError:
+        raise InvalidInput("chat_id must be a UUID") from None
+
+
+class ChatService:
+    def __init__(
+        self,
+        repo: ChatRepository,
+        llm: CompletionClient,
+        counter: TokenCounter,
+        policy: TurnPolicy,
+        observers: tuple[TurnObserver, ...] = (),
+    ) -> None:
+        self.repo = repo
+        self.llm = llm
+        self.counter = counter
+        self.policy = policy
+        self.observers = observers
+        self.accepting = True
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Turns still storing their result; shutdown waits for them.
+        self._persisting: set[asyncio.Task[None]] = set()
+        self._system_tokens = counter.count(policy.system_prompt)
+
+    def validate(self, user_id: str, chat_id: str | None, text: str) -> str | None:
+        """Check a turn's input before any I/O; returns the canonical chat id."""
+        if not user_id or not user_id.strip():
+            raise InvalidInput("user_id must not be empty")
+        if len(user_id) > self.policy.max_user_id_chars:
+            raise PayloadTooLarge(
+                f"user_id is longer than {self.policy.max_user_id_chars} characters"
+            )
+        if "\x00" in user_id or "\x00" in text:
+            raise InvalidInput("NUL characters are not allowed")
+        if not text or not text.strip():
+            raise InvalidInput("user_message must not be empty")
+        if len(text) > self.policy.max_message_chars:
+            raise PayloadTooLarge(
+                f"user_message is {len(text)} characters; the limit is "
+                f"{self.policy.max_message_chars}"
+            )
+        return parse_chat_id(chat_id) if chat_id else None
+
+    def turn(self, user_id: str, chat_id: str | None, text: str, transport: str) -> Turn:
+        """A turn of a chat: `async with` it, then iterate its text deltas."""
+        return Turn(self, user_id, chat_id, text, transport)
+
+    async def history(self, user_id: str, chat_id: str) -> list[StoredMessage]:
+        return await self.repo.messages(parse_chat_id(chat_id), user_id)
+
+    async def chats(self, user_id: str, limit: int = 20, cursor: str | None = None) -> ChatPage:
+        if not 1 <= limit <= 100:
+            raise InvalidInput("limit must be between 1 and 100")
+        return await self.repo.list_chats(user_id, limit, cursor)
+
+    async def end(self, user_id: str, chat_id: str) -> None:
+        await self.repo.end(parse_chat_id(chat_id), user_id)
+
+    def stop_accepting(self) -> None:
+        """Refuse new turns from now on; turns in flight go on."""
+        self.accepting = False
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the turns in flight; True when none is left."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Wait until every finished turn has stored its result."""
+        while self._persisting:
+            await asyncio.gather(*self._persisting, return_exceptions=True)
+
+    def _turn_started(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def _turn_ended(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
+
+    def _new_lease(self) -> Lease:
+        return Lease(str(uuid.uuid4()), self.policy.lease_seconds)
+
+
+class Turn:
+    """One exchange: the user's message in, the model's answer streamed out, both stored.
+
+    Entering leases the chat (or creates it) and checks the budget, so errors come before
+    the first delta. Leaving stores the user message and the answer, whole or partial, with
+    the reason it ended, in one transaction, even when the caller was cancelled.
+    """
+
+    def __init__(
+        self, service: ChatService, user_id: str, chat_id: str | None, text: str, transport: str
+    ) -> None:
+        self._svc = service
+        self.user_id = user_id
+        self._requested_id = chat_id
+        self._text = text
+        self.result = UpstreamResult()
+        self.parts: list[str] = []
+        self.chat_id = ""
+        self._chat: Chat | None = None
+        self._pending: PendingTurn | None = None
+        self._lease = service._new_lease()
+        self._created: asyncio.Task[None] | None = None
+        self._stream: AsyncIterator[str] | None = None
+        self.report = TurnReport(transport, "", user_id, chat_id is None, "error")
+
+    async def __aenter__(self) -> Turn:
+        svc = self._svc
+        self.report.started = time.perf_counter()
+        if not svc.accepting:
+            raise Unavailable("service is shutting down")
+        chat_id = svc.validate(self.user_id, self._requested_id, self._text)
+        tokens = svc.counter.count(self._text)
+        if chat_id is None:
+            chat = Chat.start(
+                id=str(uuid.uuid4()),
+                owner=self.user_id,
+                config=svc.policy.defaults,
+                system_prompt=svc.policy.system_prompt,
+                system_tokens=svc._system_tokens,
+            )
+            self._pending = chat.add_user_message(self._text, tokens, svc.policy.budget)
+            # The insert runs beside the upstream call: it is awaited before the commit.
+            self._created = asyncio.ensure_future(svc.repo.create(chat, self._lease))
+        else:
+            chat = await svc.repo.acquire(chat_id, self.user_id, self._lease)
+            try:
+                self._pending = chat.add_user_message(self._text, tokens, svc.policy.budget)
+            except BaseException:
+                await svc.repo.release(chat.id, self._lease)
+                raise
+        self._chat = chat
+        self.chat_id = self.report.chat_id = chat.id
+        svc._turn_started()
+        return self
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        assert self._chat is not None, "iterate a turn inside `async with`"
+        if self._stream is None:
+            self._stream = self._deltas(self._chat)
+        return self._stream
+
+    async def _deltas(self, chat: Chat) -> AsyncIterator[str]:
+        parts = self.parts
+        stream = self._svc.llm.complete(chat.config, list(chat.prompt()), self.result)
+        give_up = self.report.started + self._svc.policy.turn_timeout
+        try:
+            async for piece in stream:
+                if not parts:
+                    self.report.first_token_at = time.perf_counter()
+                elif time.perf_counter() > give_up:
+                    raise UpstreamTimeout("the answer took longer than the turn time limit")
+                parts.append(piece)
+                yield piece
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    @property
+    def content(self) -> str:
+        """The answer so far."""
+        return "".join(self.parts)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()  # type: ignore[attr-defined]
+        completion = self._completion_for(exc)
+        # Storing must finish even if our caller is cancelled again meanwhile.
+        task = asyncio.ensure_future(self._persist(completion))
+        self._svc._persisting.add(task)
+        task.add_done_callback(self._svc._persisting.discard)
+        try:
+            await asyncio.shield(task)
+        except ChatError:
+            if exc is None:
+                raise
+        finally:
+            self._svc._turn_ended()
+            self._finish_report(completion, exc)
+
+    def _completion_for(self, exc: BaseException | None) -> Completion:
+        if exc is None:
+            return Completion.COMPLETE
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            return Completion.SHUTDOWN if not self._svc.accepting else Completion.CANCELLED
+        if isinstance(exc, UpstreamTimeout | TimeoutError):
+            return Completion.TIMEOUT
+        return Completion.UPSTREAM_ERROR
+
+    async def _persist(self, completion: Completion) -> None:
+        chat, pending, svc = self._chat, self._pending, self._svc
+        assert chat is not None and pending is not None
+        if self._created is not None:
+            await self._created
+        content = self.content
+        usage = self.result.usage
+        if usage is not None and completion is Completion.COMPLETE:
+            answer_tokens = usage.completion_tokens
+        else:
+            answer_tokens = svc.counter.count(content) if content else 0
+        chat.add_assistant_message(
+            pending,
+            content,
+            answer_tokens,
+            completion,
+            self.result.finish_reason,
+            usage or Usage(0, answer_tokens),
+        )
+        try:
+            await svc.repo.commit_turn(chat, pending, self._lease)
+        except ChatError:
+            raise
+        except Exception as exc:  # the database failed: the caller hears of it, nothing silent
+            log.error("storing turn of chat %s failed: %s", chat.id, type(exc).__name__)
+            raise Unavailable("the turn could not be stored; please retry") from exc
+
+    def _finish_report(self, completion: Completion, exc: BaseException | None) -> None:
+        report = self.report
+        report.finished = time.perf_counter()
+        report.finish_reason = self.result.finish_reason
+        report.usage = self.result.usage or Usage()
+        report.deltas = len(self.parts)
+        report.outcome = "ok" if exc is None else completion.value
+        if isinstance(exc, ChatError):
+            report.error = type(exc).__name__
+        for observe in self._svc.observers:
+            try:
+                observe(report)
+            except Exception:
+                log.exception("turn observer %r failed", observe)
+
+
+__all__ = ["ChatService", "Turn", "TurnObserver", "TurnPolicy", "TurnReport", "UpstreamError"]

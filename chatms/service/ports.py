@@ -1,0 +1,116 @@
+"""The small interfaces the use cases need; adapters implement them and are handed in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from chatms.domain.model import Chat, ChatConfig, Message, PendingTurn, Usage
+
+
+class TokenCounter(Protocol):
+    def count(self, text: str) -> int:
+        """Tokens of `text` in the model's encoding."""
+        ...
+
+
+@dataclass(slots=True)
+class UpstreamResult:
+    """Filled in by a completion stream as it goes: how it ended and what it cost."""
+
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    attempts: int = 0
+
+
+class CompletionClient(Protocol):
+    def complete(
+        self, config: ChatConfig, messages: Sequence[tuple[str, str]], result: UpstreamResult
+    ) -> AsyncIterator[str]:
+        """Stream the answer's text deltas; closing the iterator closes the upstream request."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSummary:
+    id: str
+    status: str
+    title: str | None
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    seq: int
+    role: str
+    content: str
+    tokens: int
+    erased: bool
+    completion: str
+    finish_reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Exclusive right to run a turn on one chat until `seconds` have passed."""
+
+    token: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPage:
+    chats: list[ChatSummary]
+    next_cursor: str | None = field(default=None)
+
+
+class ChatRepository(Protocol):
+    async def create(self, chat: Chat, lease: Lease) -> None:
+        """Store a new chat with its system message, leased to the caller."""
+        ...
+
+    async def acquire(self, chat_id: str, owner: str, lease: Lease) -> Chat:
+        """Lease an active chat of `owner` and load its live window.
+
+        Raises ChatNotFound, ChatEnded or ChatBusy.
+        """
+        ...
+
+    async def commit_turn(self, chat: Chat, turn: PendingTurn, lease: Lease) -> None:
+        """Store a turn's messages, erasures and usage atomically and release the lease."""
+        ...
+
+    async def release(self, chat_id: str, lease: Lease) -> None:
+        """Give up a lease without storing anything."""
+        ...
+
+    async def list_chats(self, owner: str, limit: int, cursor: str | None) -> ChatPage:
+        """The owner's chats, most recently updated first."""
+        ...
+
+    async def messages(self, chat_id: str, owner: str) -> list[StoredMessage]:
+        """Every stored message of the owner's chat, erased ones included, in order."""
+        ...
+
+    async def end(self, chat_id: str, owner: str) -> None:
+        """Mark the owner's chat ended. Raises ChatNotFound."""
+        ...
+
+
+# Re-exported so that callers of the service need not reach into the domain package.
+__all__ = [
+    "ChatPage",
+    "ChatRepository",
+    "ChatSummary",
+    "CompletionClient",
+    "Lease",
+    "Message",
+    "StoredMessage",
+    "TokenCounter",
+    "UpstreamResult",
+]

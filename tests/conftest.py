@@ -1,0 +1,67 @@
+"""Real parts for every test: PostgreSQL (embedded or DATABASE_URL) and a loopback fake OpenAI."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai import FakeOpenAI
+
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """DATABASE_URL when set, else a throwaway embedded PostgreSQL for this run."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import pgserver
+
+    data = Path(tempfile.mkdtemp(prefix="chatms-test-pg-"))
+    server = pgserver.get_server(data / "pgdata", cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def fake_openai_server() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_openai(fake_openai_server: FakeOpenAI) -> FakeOpenAI:
+    fake_openai_server.reset()
+    return fake_openai_server
+
+
+AppFactory = Callable[..., Awaitable["object"]]
+
+
+@pytest.fixture
+async def start_app(database_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[AppFactory]:
+    """Start chatms in this test's event loop, on free loopback ports; stopped afterwards."""
+    from chatms.app import App
+    from chatms.config import load_settings
+    from tests.support import base_env
+
+    started: list[App] = []
+
+    async def start(**env: str) -> App:
+        app = App(load_settings(base_env(database_url, fake_openai.base_url, **env)))
+        await app.start()
+        started.append(app)
+        return app
+
+    yield start
+    for app in reversed(started):
+        await app.stop()

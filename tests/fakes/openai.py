@@ -1,0 +1,145 @@
+"""A fake OpenAI Chat Completions endpoint speaking the streaming wire format exactly.
+
+By default it answers "You said: <the last user message>" one word per event. Tests queue
+`Script`s to shape the next answers: timing, status errors, broken streams, finish reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.http11 import LoopbackServer, Reply, Request, drop, write_chunk
+
+API_KEY = "sk-test-fake-openai-key-0123456789"
+
+
+@dataclass
+class Script:
+    pieces: list[str] | None = None  # None: echo the last user message
+    status: int = 200
+    error_code: str = "server_error"
+    retry_after: str | None = None
+    first_delay: float = 0.0
+    gap: float = 0.0
+    finish_reason: str = "stop"
+    usage: bool = True
+    cut_after: int | None = None  # close the connection after this many content events
+    done: bool = True
+    raw_before: list[str] = field(default_factory=list)  # extra lines before the content
+    error_after: int | None = None  # an error object inside the stream after N events
+
+
+@dataclass
+class Seen:
+    headers: dict[str, str]
+    body: dict[str, Any]
+    at: float
+    finished: bool = False
+    closed_early_at: float | None = None
+
+
+def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    obj = {
+        "id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+        "model": model, "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        "usage": None,
+    }
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.server = LoopbackServer(self._handle)
+        self.scripts: deque[Script] = deque()
+        self.requests: list[Seen] = []
+
+    def start(self) -> FakeOpenAI:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}/v1"
+
+    def queue(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    def reset(self) -> None:
+        self.scripts.clear()
+        self.requests.clear()
+
+    async def _handle(self, request: Request) -> Reply:
+        if request.method != "POST" or request.path != "/v1/chat/completions":
+            return _error(404, "not_found", "Unknown endpoint")
+        script = self.scripts.popleft() if self.scripts else Script()
+        if request.headers.get("authorization") != f"Bearer {API_KEY}":
+            return _error(401, "invalid_api_key", "Incorrect API key provided.")
+        body = json.loads(request.body)
+        seen = Seen(request.headers, body, time.monotonic())
+        self.requests.append(seen)
+        if script.status != 200:
+            headers = {"retry-after": script.retry_after} if script.retry_after else {}
+            return _error(script.status, script.error_code, "Fake failure", headers)
+        pieces = script.pieces
+        if pieces is None:
+            last = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+            words = last.split(" ")
+            pieces = ["You said:"] + [" " + w for w in words]
+        return Reply(
+            200, {"content-type": "text/event-stream"}, stream=lambda w: self._stream(
+                w, script, pieces, body["model"], seen
+            ),
+        )
+
+    async def _stream(
+        self, writer: asyncio.StreamWriter, s: Script, pieces: list[str], model: str, seen: Seen
+    ) -> None:
+        cid = "chatcmpl-fake"
+        try:
+            await asyncio.sleep(s.first_delay)
+            for line in s.raw_before:
+                await write_chunk(writer, line.encode())
+            await write_chunk(writer, _chunk(cid, model, {"role": "assistant", "content": ""}))
+            for i, piece in enumerate(pieces):
+                if s.cut_after is not None and i == s.cut_after:
+                    raise drop()
+                if s.error_after is not None and i == s.error_after:
+                    err = {"error": {"message": "The server had an error", "type": "server_error",
+                                     "param": None, "code": None}}
+                    await write_chunk(writer, b"data: " + json.dumps(err).encode() + b"\n\n")
+                    await write_chunk(writer, b"")
+                    return
+                if i and s.gap:
+                    await asyncio.sleep(s.gap)
+                await write_chunk(writer, _chunk(cid, model, {"content": piece}))
+            await write_chunk(writer, _chunk(cid, model, {}, s.finish_reason))
+            if s.usage:
+                usage = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+                         "model": model, "system_fingerprint": "fp_fake", "choices": [],
+                         "usage": {"prompt_tokens": 11, "completion_tokens": len(pieces),
+                                   "total_tokens": 11 + len(pieces)}}
+                await write_chunk(writer, b"data: " + json.dumps(usage).encode() + b"\n\n")
+            if s.done:
+                await write_chunk(writer, b"data: [DONE]\n\n")
+                await write_chunk(writer, b"")
+                seen.finished = True
+            else:
+                raise drop()
+        except (ConnectionError, asyncio.CancelledError):
+            seen.closed_early_at = time.monotonic()
+            raise drop() from None
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error",
+                                 "param": None, "code": code}}).encode()
+    return Reply(status, {"content-type": "application/json", **(headers or {})}, body)
