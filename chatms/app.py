@@ -1,4 +1,4 @@
-"""The composition root: builds the pool, the clients and both servers, and runs them in one loop."""
+"""The composition root: builds the pool, the clients and both servers; runs them in one loop."""
 
 from __future__ import annotations
 

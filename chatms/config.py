@@ -156,7 +156,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     try:
         TokenBudget(window, max_tokens)
     except ValueError as exc:
-        raise ConfigError(f"MAX_TOKENS={max_tokens} with MODEL_MAX_TOKENS={window}: {exc}") from None
+        raise ConfigError(
+            f"MAX_TOKENS={max_tokens} with MODEL_MAX_TOKENS={window}: {exc}"
+        ) from None
     base_url = r.raw("OPENAI_BASE_URL") or "https://api.openai.com/v1"
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"OPENAI_BASE_URL={base_url!r} is not an http(s) URL")

@@ -45,7 +45,10 @@ def grpcio_stubs() -> tuple[ModuleType, ModuleType]:
         ])
         assert code == 0, "grpcio-tools could not compile protos/chat.proto"
         sys.path.insert(0, out)
-        _grpc_modules = importlib.import_module("chat_pb2"), importlib.import_module("chat_pb2_grpc")
+        _grpc_modules = (
+            importlib.import_module("chat_pb2"),
+            importlib.import_module("chat_pb2_grpc"),
+        )
     return _grpc_modules
 
 

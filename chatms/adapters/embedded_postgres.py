@@ -25,7 +25,8 @@ class EmbeddedPostgres:
         import pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        get_server = pgserver.get_server  # type: ignore[attr-defined]
+        self._server = get_server(self.pgdata, cleanup_mode="stop")
         log.info("embedded PostgreSQL running in %s", self.pgdata)
         return str(self._server.get_uri())
 

@@ -219,7 +219,9 @@ class OpenAIClient:
         if response is not None:
             await response.aclose()
 
-    async def _events(self, lines: AsyncIterator[str], result: UpstreamResult) -> AsyncIterator[str]:
+    async def _events(
+        self, lines: AsyncIterator[str], result: UpstreamResult
+    ) -> AsyncIterator[str]:
         """Parse SSE lines into text deltas, recording the finish reason and usage."""
         done = False
         try:
@@ -237,7 +239,7 @@ class OpenAIClient:
                     continue
                 if not isinstance(chunk, dict):
                     continue
-                if "error" in chunk and chunk["error"]:
+                if chunk.get("error"):
                     raise UpstreamUnavailable(
                         "upstream reported an error mid-stream: "
                         + _error_message(json.dumps(chunk).encode())

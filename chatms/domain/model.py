@@ -118,7 +118,9 @@ class Chat:
             if m.in_prompt:
                 yield m.role.value, m.content
 
-    def add_user_message(self, content: str, content_tokens: int, budget: TokenBudget) -> PendingTurn:
+    def add_user_message(
+        self, content: str, content_tokens: int, budget: TokenBudget
+    ) -> PendingTurn:
         """Append a user message, erasing the oldest messages the budget cannot keep."""
         if self.status is ChatStatus.ENDED:
             raise ChatEnded()

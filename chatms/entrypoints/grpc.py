@@ -37,7 +37,7 @@ def grpc_error(exc: errors.ChatError) -> GRPCError:
     return GRPCError(Status.INTERNAL, str(exc))
 
 
-class ChatGrpcService(ChatServiceBase):
+class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
     def __init__(self, chats: ChatService) -> None:
         self.chats = chats
 

@@ -141,10 +141,10 @@ class ChatService:
         """Refuse new turns from now on; turns in flight go on."""
         self.accepting = False
 
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the turns in flight; True when none is left."""
+    async def wait_idle(self, grace: float) -> bool:
+        """Wait up to `grace` seconds for the turns in flight; True when none is left."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(grace):
                 await self._idle.wait()
         except TimeoutError:
             return False

@@ -34,7 +34,7 @@ async def chat_stream(
     message: str,
     chat_id: str | None = None,
     token: str | None = AUTH_TOKEN,
-    timeout: float = 20,
+    deadline: float = 20,
 ) -> StreamResult:
     pb2, pb2_grpc = grpcio_stubs()
     request = pb2.ChatRequest(user_id=user_id, user_message=message)
@@ -44,7 +44,7 @@ async def chat_stream(
     result = StreamResult()
     async with grpc.aio.insecure_channel(target) as channel:
         call = pb2_grpc.ChatServiceStub(channel).ChatStream(
-            request, metadata=metadata, timeout=timeout
+            request, metadata=metadata, timeout=deadline
         )
         try:
             async for response in call:

@@ -1,0 +1,45 @@
+"""Settings: defaults, and one clear line naming the variable for each bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatms.config import ConfigError, load_settings
+
+
+def test_defaults_follow_the_course() -> None:
+    """With nothing set, the ports and model are the documented defaults."""
+    s = load_settings({})
+    assert (s.grpc_port, s.web_port) == (50051, 8080)
+    assert s.model_max_tokens == 128_000 and s.database_url is None
+    assert s.openai_base_url == "https://api.openai.com/v1"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"GRPC_SERVER_PORT": "http"}, "GRPC_SERVER_PORT"),
+        ({"TEMPERATURE": "3"}, "TEMPERATURE"),
+        ({"N": "2"}, "N=2"),
+        ({"MODEL": "my-local-model"}, "MODEL_MAX_TOKENS"),
+        ({"MODEL_MAX_TOKENS": "1000", "MAX_TOKENS": "999"}, "MAX_TOKENS"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"OPENAI_BASE_URL": "api.openai.com"}, "OPENAI_BASE_URL"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
+    """Each bad value is refused with a message naming its variable."""
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env)
+
+
+def test_stop_sequences_are_comma_separated() -> None:
+    """STOP takes one or more sequences; none at all is the default."""
+    assert load_settings({"STOP": "END,###"}).stop == ("END", "###")
+    assert load_settings({}).stop == ()
+
+
+def test_unknown_model_works_with_an_explicit_window() -> None:
+    """An OpenAI-compatible model the table does not know needs MODEL_MAX_TOKENS."""
+    s = load_settings({"MODEL": "llama3", "MODEL_MAX_TOKENS": "8192"})
+    assert s.budget.context_window == 8192
