@@ -15,6 +15,7 @@ import httpx
 from grpclib.server import Server
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
+from starlette.routing import BaseRoute
 
 from chatms.adapters.embedded_postgres import EmbeddedPostgres
 from chatms.adapters.openai import OpenAIClient, UpstreamSettings, build_http_client
@@ -98,8 +99,9 @@ class App:
         web = HypercornConfig()
         web.bind = [f"{s.web_host}:{s.web_port}"]
         web.graceful_timeout = 1.0
+        routes: list[BaseRoute] = []
         self._web_task = asyncio.create_task(
-            serve(build_http_app(), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
+            serve(build_http_app(routes), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
         )
         log.info("chatms ready: gRPC on %s:%d, HTTP on %s:%d (model %s)",
                  s.grpc_host, s.grpc_port, s.web_host, s.web_port, s.model)

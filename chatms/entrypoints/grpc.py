@@ -45,12 +45,19 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
         user_id = message.user_id
         try:
             async with self.chats.turn(user_id, message.chat_id, message.user_message, "grpc") as t:
-                # The course's clients keep only the last message: each carries the whole answer.
-                content = ""
-                async for delta in t:
-                    content += delta
-                    yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content=content)
-                if not content:
+                sent = False
+                if message.delta:  # opt-in: each message carries only the new text
+                    async for delta in t:
+                        sent = True
+                        yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content=delta)
+                else:
+                    # The course's clients keep only the last message: each has the whole answer.
+                    content = ""
+                    async for delta in t:
+                        content += delta
+                        sent = True
+                        yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content=content)
+                if not sent:
                     yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content="")
         except errors.ChatError as exc:
             raise grpc_error(exc) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -13,5 +13,6 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def build_http_app() -> Starlette:
-    return Starlette(routes=[Route("/healthz", healthz)])
+def build_http_app(routes: list[BaseRoute]) -> Starlette:
+    """The Starlette app: health routes plus the routes each door contributes."""
+    return Starlette(routes=[Route("/healthz", healthz), *routes])

@@ -111,3 +111,17 @@ async def test_missing_api_key_fails_the_turn_not_the_start(start_app) -> None:
     result = await chat_stream(target(app), new_user(), "hi")
     assert result.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "OPENAI_API_KEY" in result.details
+
+
+async def test_delta_mode_sends_only_new_text(start_app) -> None:
+    """With the opt-in delta field each message carries only the text new since the last."""
+    from tests.support import AUTH_TOKEN, grpcio_stubs
+
+    app = await start_app()
+    pb2, pb2_grpc = grpcio_stubs()
+    request = pb2.ChatRequest(user_id=new_user(), user_message="a b", delta=True)
+    async with grpc.aio.insecure_channel(target(app)) as channel:
+        call = pb2_grpc.ChatServiceStub(channel).ChatStream(
+            request, metadata=(("authorization", AUTH_TOKEN),))
+        contents = [m.content async for m in call]
+    assert contents == ["You said:", " a", " b"]

@@ -3,7 +3,20 @@
 # plugin: python-betterproto2
 # This file has been @generated
 
-__all__ = ("ChatRequest", "ChatResponse", "ChatServiceBase", "ChatServiceStub")
+__all__ = (
+    "ChatRequest",
+    "ChatResponse",
+    "ChatServiceBase",
+    "ChatServiceStub",
+    "ChatSummary",
+    "EndChatRequest",
+    "EndChatResponse",
+    "GetChatRequest",
+    "GetChatResponse",
+    "ListChatsRequest",
+    "ListChatsResponse",
+    "StoredMessage",
+)
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,6 +45,12 @@ class ChatRequest(betterproto2.Message):
 
     user_message: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
+    delta: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    Opt-in: each ChatResponse.content carries only the text new since the previous
+    message, instead of the whole answer so far (the course's default).
+    """
+
 
 default_message_pool.register_message("pb", "ChatRequest", ChatRequest)
 
@@ -46,6 +65,151 @@ class ChatResponse(betterproto2.Message):
 
 
 default_message_pool.register_message("pb", "ChatResponse", ChatResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ChatSummary(betterproto2.Message):
+    chat_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    status: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    "active" or "ended"
+    """
+
+    title: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    the first user message, shortened
+    """
+
+    message_count: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+
+    created_at: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    RFC 3339
+    """
+
+    updated_at: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    RFC 3339
+    """
+
+
+default_message_pool.register_message("pb", "ChatSummary", ChatSummary)
+
+
+@dataclass(eq=False, repr=False)
+class EndChatRequest(betterproto2.Message):
+    user_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    chat_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("pb", "EndChatRequest", EndChatRequest)
+
+
+@dataclass(eq=False, repr=False)
+class EndChatResponse(betterproto2.Message):
+    chat_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    status: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("pb", "EndChatResponse", EndChatResponse)
+
+
+@dataclass(eq=False, repr=False)
+class GetChatRequest(betterproto2.Message):
+    user_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    chat_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("pb", "GetChatRequest", GetChatRequest)
+
+
+@dataclass(eq=False, repr=False)
+class GetChatResponse(betterproto2.Message):
+    chat_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    status: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    messages: "list[StoredMessage]" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message("pb", "GetChatResponse", GetChatResponse)
+
+
+@dataclass(eq=False, repr=False)
+class ListChatsRequest(betterproto2.Message):
+    user_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    limit: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    1..100; 0 means the default (20)
+    """
+
+    cursor: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    next_cursor of the previous page; empty for the first page
+    """
+
+
+default_message_pool.register_message("pb", "ListChatsRequest", ListChatsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListChatsResponse(betterproto2.Message):
+    chats: "list[ChatSummary]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    most recently updated first
+    """
+
+    next_cursor: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    empty on the last page
+    """
+
+
+default_message_pool.register_message("pb", "ListChatsResponse", ListChatsResponse)
+
+
+@dataclass(eq=False, repr=False)
+class StoredMessage(betterproto2.Message):
+    seq: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+
+    role: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    "system", "user" or "assistant"
+    """
+
+    content: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    tokens: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+
+    erased: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    left the live window; never sent upstream again
+    """
+
+    completion: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    "complete", or why the answer is partial
+    """
+
+    finish_reason: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    the upstream's, when it sent one
+    """
+
+    created_at: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    RFC 3339
+    """
+
+
+default_message_pool.register_message("pb", "StoredMessage", StoredMessage)
 
 
 class ChatServiceStub(betterproto2_grpclib.ServiceStub):
@@ -68,12 +232,78 @@ class ChatServiceStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def list_chats(
+        self,
+        message: "ListChatsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListChatsResponse":
+
+        return await self._unary_unary(
+            "/pb.ChatService/ListChats",
+            message,
+            ListChatsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_chat(
+        self,
+        message: "GetChatRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetChatResponse":
+
+        return await self._unary_unary(
+            "/pb.ChatService/GetChat",
+            message,
+            GetChatResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def end_chat(
+        self,
+        message: "EndChatRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "EndChatResponse":
+
+        return await self._unary_unary(
+            "/pb.ChatService/EndChat",
+            message,
+            EndChatResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class ChatServiceBase(betterproto2_grpclib.ServiceBase):
     async def chat_stream(self, message: "ChatRequest") -> "AsyncIterator[ChatResponse]":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield ChatResponse()
+
+    async def list_chats(self, message: "ListChatsRequest") -> "ListChatsResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_chat(self, message: "GetChatRequest") -> "GetChatResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def end_chat(self, message: "EndChatRequest") -> "EndChatResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def __rpc_chat_stream(
         self, stream: "grpclib.server.Stream[ChatRequest, ChatResponse]"
@@ -86,6 +316,30 @@ class ChatServiceBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_list_chats(
+        self, stream: "grpclib.server.Stream[ListChatsRequest, ListChatsResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_chats(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_chat(
+        self, stream: "grpclib.server.Stream[GetChatRequest, GetChatResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_chat(request)
+        await stream.send_message(response)
+
+    async def __rpc_end_chat(
+        self, stream: "grpclib.server.Stream[EndChatRequest, EndChatResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.end_chat(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/pb.ChatService/ChatStream": grpclib.const.Handler(
@@ -93,5 +347,23 @@ class ChatServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 ChatRequest,
                 ChatResponse,
+            ),
+            "/pb.ChatService/ListChats": grpclib.const.Handler(
+                self.__rpc_list_chats,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListChatsRequest,
+                ListChatsResponse,
+            ),
+            "/pb.ChatService/GetChat": grpclib.const.Handler(
+                self.__rpc_get_chat,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetChatRequest,
+                GetChatResponse,
+            ),
+            "/pb.ChatService/EndChat": grpclib.const.Handler(
+                self.__rpc_end_chat,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                EndChatRequest,
+                EndChatResponse,
             ),
         }
