@@ -24,6 +24,7 @@ from chatms.adapters.tokenizer import load_counter
 from chatms.config import Settings
 from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc import ChatGrpcService, require_token
+from chatms.entrypoints.grpc_codec import GuardedProtoCodec
 from chatms.entrypoints.http import build_http_app
 from chatms.service.chats import ChatService, TurnPolicy
 
@@ -92,7 +93,9 @@ class App:
             repo, OpenAIClient(self.http, upstream_settings(s)), counter, turn_policy(s)
         )
 
-        self.grpc_server = Server([ChatGrpcService(self.chats)])
+        self.grpc_server = Server(
+            [ChatGrpcService(self.chats)], codec=GuardedProtoCodec(s.grpc_max_message_bytes)
+        )
         require_token(self.grpc_server, TokenCheck(token))
         await self.grpc_server.start(s.grpc_host, s.grpc_port)
 
@@ -119,7 +122,7 @@ class App:
         if self._web_task is not None:
             await self._web_task
         if self.chats is not None:
-            await self.chats.drain()
+            await self.chats.drain(grace=10.0)
         if self.http is not None:
             await self.http.aclose()
         if self.pool is not None:

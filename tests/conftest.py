@@ -12,6 +12,8 @@ import pytest
 from tests.fakes.openai import FakeOpenAI
 
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+# The tests fork pg_ctl while grpcio's threads run; its fork handlers are not wanted there.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 @pytest.fixture(scope="session")

@@ -121,3 +121,28 @@ class ServeProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class OwnPostgres:
+    """A throwaway embedded PostgreSQL a test may stop and start (never the shared one)."""
+
+    def __init__(self, root: Path) -> None:
+        import pgserver
+
+        self.pgdata = root / "pgdata"
+        self.server = pgserver.get_server(self.pgdata, cleanup_mode="delete")
+        self.url = str(self.server.get_uri())
+
+    def stop(self) -> None:
+        import pgserver
+
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata,
+                        user=self.server.system_user)
+
+    def start(self) -> None:
+        with self.server._lock:
+            self.server.ensure_postgres_running()
+        assert str(self.server.get_uri()) == self.url
+
+    def close(self) -> None:
+        self.server.cleanup()

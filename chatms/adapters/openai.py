@@ -109,7 +109,8 @@ def error_for_status(status: int, body: bytes) -> UpstreamError:
     if status == 429:
         return UpstreamRateLimited(f"upstream rate limit reached{suffix}")
     if status in (401, 403):
-        return UpstreamRejected(f"upstream rejected the credentials (HTTP {status}){suffix}")
+        # OpenAI's own text quotes part of the key: it is not passed on.
+        return UpstreamRejected(f"upstream rejected the credentials (HTTP {status})")
     if status == 408:
         return UpstreamTimeout(f"upstream timed out (HTTP 408){suffix}")
     if status >= 500:
@@ -265,6 +266,8 @@ class OpenAIClient:
         except httpx.TimeoutException:
             raise UpstreamTimeout("upstream stalled mid-answer") from None
         except (httpx.TransportError, httpx.StreamError):
-            raise UpstreamUnavailable("upstream connection broke mid-answer") from None
-        if not done:
-            raise UpstreamUnavailable("upstream stream ended before [DONE]")
+            if result.finish_reason is None:
+                raise UpstreamUnavailable("upstream connection broke mid-answer") from None
+        if not done and result.finish_reason is None:
+            # Some OpenAI-compatible servers omit [DONE]; a finish reason says the answer is whole.
+            raise UpstreamUnavailable("upstream stream ended before the answer was finished")

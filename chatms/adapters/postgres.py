@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -31,6 +31,8 @@ from chatms.domain.model import (
 from chatms.service.ports import ChatPage, ChatSummary, Lease, StoredMessage
 
 log = logging.getLogger("chatms.postgres")
+
+T = TypeVar("T")
 
 # Any fixed 64-bit number: replicas starting together take turns migrating.
 MIGRATION_LOCK_KEY = 0x63686174_6D73
@@ -106,6 +108,8 @@ DB_UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # asyncpg's own state machine, confused by a connection that died mid-statement.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -113,7 +117,7 @@ _ACQUIRE = """
 WITH leased AS (
     UPDATE chats SET lease_id = $3, lease_until = now() + make_interval(secs => $4)
     WHERE id = $1 AND owner_id = $2 AND status = 'active'
-      AND (lease_until IS NULL OR lease_until < now())
+      AND (lease_until IS NULL OR lease_until < now() OR lease_id = $3)
     RETURNING id, config, next_seq
 )
 SELECT l.config, l.next_seq, m.seq, m.role, m.content, m.tokens, m.completion, m.finish_reason
@@ -130,6 +134,7 @@ _CREATE = """
 WITH chat AS (
     INSERT INTO chats (id, owner_id, config, lease_id, lease_until)
     VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+    ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
 INSERT INTO messages (chat_id, seq, role, content, tokens)
@@ -214,25 +219,45 @@ class PostgresChatRepository:
             async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
                 yield conn
         except DB_UNAVAILABLE as exc:
+            if not isinstance(exc, TimeoutError):
+                # After a server restart every idle connection is dead: replace them all
+                # rather than fail once per stale connection.
+                await self.pool.expire_connections()
             log.warning("database unavailable: %s", type(exc).__name__)
             raise Unavailable("database unavailable; please retry") from exc
+
+    async def _twice(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run an idempotent statement, once more on a fresh connection if the first one died."""
+        try:
+            return await call()
+        except Unavailable as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                raise  # an exhausted pool: trying again only waits longer
+            return await call()
 
     async def ping(self) -> None:
         async with self._conn() as conn:
             await conn.fetchval("SELECT 1")
 
     async def create(self, chat: Chat, lease: Lease) -> None:
-        async with self._conn() as conn:
-            await conn.execute(
-                _CREATE, chat.id, chat.owner, _config_to_json(chat.config), lease.token,
-                lease.seconds, chat.system.content, chat.system.tokens,
-            )
+        async def insert() -> None:
+            async with self._conn() as conn:
+                await conn.execute(
+                    _CREATE, chat.id, chat.owner, _config_to_json(chat.config), lease.token,
+                    lease.seconds, chat.system.content, chat.system.tokens,
+                )
+
+        await self._twice(insert)  # idempotent: the insert does nothing the second time
 
     async def acquire(self, chat_id: str, owner: str, lease: Lease) -> Chat:
-        async with self._conn() as conn:
-            rows = await conn.fetch(_ACQUIRE, chat_id, owner, lease.token, lease.seconds)
-            if not rows:
-                why = await conn.fetchrow(_WHY_NOT_LEASED, chat_id, owner)
+        async def lease_and_load() -> tuple[list[asyncpg.Record], asyncpg.Record | None]:
+            async with self._conn() as conn:
+                rows = await conn.fetch(_ACQUIRE, chat_id, owner, lease.token, lease.seconds)
+                why = None if rows else await conn.fetchrow(_WHY_NOT_LEASED, chat_id, owner)
+            return rows, why
+
+        # Idempotent: a lease we already hold is granted again.
+        rows, why = await self._twice(lease_and_load)
         if not rows:
             if why is None:
                 raise ChatNotFound()
@@ -259,15 +284,28 @@ class PostgresChatRepository:
     async def commit_turn(self, chat: Chat, turn: PendingTurn, lease: Lease) -> None:
         new = [turn.user] if turn.assistant is None else [turn.user, turn.assistant]
         usage = turn.usage
-        async with self._conn() as conn:
-            stored = await conn.fetchval(
-                _COMMIT, chat.id, lease.token, chat.next_seq,
-                [m.seq for m in new], [m.role.value for m in new], [m.content for m in new],
-                [m.tokens for m in new], [m.completion.value for m in new],
-                [m.finish_reason for m in new], turn.erased_seqs,
-                usage.prompt_tokens, usage.completion_tokens, turn.user.content[:200],
-            )
-        if stored != 1:
+
+        async def store() -> bool:
+            async with self._conn() as conn:
+                stored = await conn.fetchval(
+                    _COMMIT, chat.id, lease.token, chat.next_seq,
+                    [m.seq for m in new], [m.role.value for m in new],
+                    [m.content for m in new], [m.tokens for m in new],
+                    [m.completion.value for m in new], [m.finish_reason for m in new],
+                    turn.erased_seqs, usage.prompt_tokens, usage.completion_tokens,
+                    turn.user.content[:200],
+                )
+                if stored == 1:
+                    return True
+                # No lease: either a first attempt committed before its connection died,
+                # or the lease expired and the turn came too late.
+                return bool(await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE chat_id = $1 AND seq = $2"
+                    " AND role = 'user' AND content = $3)",
+                    chat.id, turn.user.seq, turn.user.content,
+                ))
+
+        if not await self._twice(store):
             raise Unavailable("the turn outlived its lease on the chat and was not stored")
 
     async def release(self, chat_id: str, lease: Lease) -> None:

@@ -36,6 +36,8 @@ from chatms.service.ports import (
 
 log = logging.getLogger("chatms.turns")
 
+LONG_TEXT = 4096  # characters
+
 
 @dataclass(frozen=True, slots=True)
 class TurnPolicy:
@@ -47,6 +49,7 @@ class TurnPolicy:
     max_message_chars: int = 32_000
     max_user_id_chars: int = 256
     turn_timeout: float = 300.0
+    store_retry_seconds: float = 60.0
     # Longer than any turn can run (turn timeout plus one idle gap), so a lease only
     # expires on its own when its process died.
     lease_seconds: float = 420.0
@@ -111,8 +114,14 @@ class ChatService:
             raise PayloadTooLarge(
                 f"user_id is longer than {self.policy.max_user_id_chars} characters"
             )
-        if "\x00" in user_id or "\x00" in text:
-            raise InvalidInput("NUL characters are not allowed")
+        for name, value in (("user_id", user_id), ("user_message", text)):
+            if "\x00" in value:  # PostgreSQL text cannot hold NUL
+                raise InvalidInput(f"{name} must not contain NUL characters")
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:  # lone surrogates, e.g. from JSON "\ud800"
+                    raise InvalidInput(f"{name} is not valid Unicode text") from None
         if not text or not text.strip():
             raise InvalidInput("user_message must not be empty")
         if len(text) > self.policy.max_message_chars:
@@ -150,10 +159,22 @@ class ChatService:
             return False
         return True
 
-    async def drain(self) -> None:
-        """Wait until every finished turn has stored its result."""
-        while self._persisting:
-            await asyncio.gather(*self._persisting, return_exceptions=True)
+    async def drain(self, grace: float) -> None:
+        """Wait up to `grace` seconds for finished turns to store their results."""
+        try:
+            async with asyncio.timeout(grace):
+                while self._persisting:
+                    await asyncio.gather(*self._persisting, return_exceptions=True)
+        except TimeoutError:
+            log.error("%d turns were still being stored at shutdown", len(self._persisting))
+            for task in self._persisting:
+                task.cancel()
+
+    def _keep(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Hold a storing task until it is done, so that shutdown can wait for it."""
+        self._persisting.add(task)
+        task.add_done_callback(self._persisting.discard)
+        return task
 
     def _turn_started(self) -> None:
         self.in_flight += 1
@@ -199,7 +220,12 @@ class Turn:
         if not svc.accepting:
             raise Unavailable("service is shutting down")
         chat_id = svc.validate(self.user_id, self._requested_id, self._text)
-        tokens = svc.counter.count(self._text)
+        text = self._text
+        # A long message takes milliseconds to tokenize: keep it off the event loop.
+        if len(text) > LONG_TEXT:
+            tokens = await asyncio.to_thread(svc.counter.count, text)
+        else:
+            tokens = svc.counter.count(text)
         if chat_id is None:
             chat = Chat.start(
                 id=str(uuid.uuid4()),
@@ -259,9 +285,7 @@ class Turn:
             await self._stream.aclose()  # type: ignore[attr-defined]
         completion = self._completion_for(exc)
         # Storing must finish even if our caller is cancelled again meanwhile.
-        task = asyncio.ensure_future(self._persist(completion))
-        self._svc._persisting.add(task)
-        task.add_done_callback(self._svc._persisting.discard)
+        task = self._svc._keep(asyncio.ensure_future(self._persist(completion)))
         try:
             await asyncio.shield(task)
         except ChatError:
@@ -283,8 +307,6 @@ class Turn:
     async def _persist(self, completion: Completion) -> None:
         chat, pending, svc = self._chat, self._pending, self._svc
         assert chat is not None and pending is not None
-        if self._created is not None:
-            await self._created
         content = self.content
         usage = self.result.usage
         if usage is not None and completion is Completion.COMPLETE:
@@ -300,12 +322,45 @@ class Turn:
             usage or Usage(0, answer_tokens),
         )
         try:
-            await svc.repo.commit_turn(chat, pending, self._lease)
-        except ChatError:
-            raise
-        except Exception as exc:  # the database failed: the caller hears of it, nothing silent
-            log.error("storing turn of chat %s failed: %s", chat.id, type(exc).__name__)
-            raise Unavailable("the turn could not be stored; please retry") from exc
+            await self._store()
+        except Unavailable:
+            # The database is away: keep trying in the background while our lease lasts,
+            # so the answer the user saw is kept and the chat is not left leased.
+            svc._keep(asyncio.ensure_future(self._store_later()))
+            raise Unavailable(
+                "database unavailable while storing the turn; storing is retried in the background"
+            ) from None
+
+    async def _store(self) -> None:
+        chat, pending = self._chat, self._pending
+        assert chat is not None and pending is not None
+        if self._created is not None:
+            await self._created
+        await self._svc.repo.commit_turn(chat, pending, self._lease)
+
+    async def _store_later(self) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + min(self._svc.policy.store_retry_seconds, self._lease.seconds)
+        delay = 0.25
+        while True:
+            await asyncio.sleep(delay)
+            created = self._created
+            if created is not None and (created.cancelled() or created.exception() is not None):
+                self._created = asyncio.ensure_future(self._create_again())
+            try:
+                await self._store()
+            except Unavailable:
+                if loop.time() + delay > give_up:
+                    log.error("turn of chat %s was not stored: database unavailable", self.chat_id)
+                    return
+                delay = min(delay * 2, 2.0)
+            else:
+                log.info("turn of chat %s stored after a database outage", self.chat_id)
+                return
+
+    async def _create_again(self) -> None:
+        assert self._chat is not None
+        await self._svc.repo.create(self._chat, self._lease)
 
     def _finish_report(self, completion: Completion, exc: BaseException | None) -> None:
         report = self.report

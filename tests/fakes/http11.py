@@ -71,6 +71,13 @@ class LoopbackServer:
         async def close() -> None:
             assert self._server is not None
             self._server.close()
+            # Connections still streaming (a test that gave up on them) end here, not
+            # when the loop is already gone.
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
         self.call(close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)

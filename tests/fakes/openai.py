@@ -82,7 +82,9 @@ class FakeOpenAI:
             return _error(404, "not_found", "Unknown endpoint")
         script = self.scripts.popleft() if self.scripts else Script()
         if request.headers.get("authorization") != f"Bearer {API_KEY}":
-            return _error(401, "invalid_api_key", "Incorrect API key provided.")
+            presented = request.headers.get("authorization", "")[7:]
+            masked = presented[:3] + "*" * 8 + presented[-4:] if presented else ""
+            return _error(401, "invalid_api_key", f"Incorrect API key provided: {masked}.")
         body = json.loads(request.body)
         seen = Seen(request.headers, body, time.monotonic())
         self.requests.append(seen)
@@ -130,10 +132,8 @@ class FakeOpenAI:
                 await write_chunk(writer, b"data: " + json.dumps(usage).encode() + b"\n\n")
             if s.done:
                 await write_chunk(writer, b"data: [DONE]\n\n")
-                await write_chunk(writer, b"")
-                seen.finished = True
-            else:
-                raise drop()
+            await write_chunk(writer, b"")  # a clean end of the body, [DONE] or not
+            seen.finished = True
         except (ConnectionError, asyncio.CancelledError):
             seen.closed_early_at = time.monotonic()
             raise drop() from None

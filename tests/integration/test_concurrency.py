@@ -1,0 +1,71 @@
+"""Turns racing on one chat, many chats at once, and a saturated pool."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import grpc
+
+from tests.fakes.openai import FakeOpenAI, Script
+from tests.integration.grpc_client import chat_stream
+from tests.support import new_user
+
+
+def target(app: object) -> str:
+    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
+
+
+async def roles_and_seqs(database_url: str, chat_id: str) -> list[tuple[int, str]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT seq, role FROM messages WHERE chat_id = $1 ORDER BY seq", chat_id)
+    finally:
+        await conn.close()
+    return [(r["seq"], r["role"]) for r in rows]
+
+
+async def test_two_turns_on_one_chat_never_interleave(
+    start_app, fake_openai: FakeOpenAI, database_url: str
+) -> None:
+    """Of two simultaneous turns on one chat, one runs and the other is ABORTED as busy."""
+    app = await start_app()
+    user = new_user()
+    chat_id = (await chat_stream(target(app), user, "start")).chat_id
+    fake_openai.queue(Script(pieces=["a", "b", "c"], gap=0.2), Script(pieces=["x"], gap=0.2))
+    first, second = await asyncio.gather(
+        chat_stream(target(app), user, "one", chat_id=chat_id),
+        chat_stream(target(app), user, "two", chat_id=chat_id),
+    )
+    codes = sorted([first.code.name, second.code.name])
+    assert codes == ["ABORTED", "OK"]
+    loser = first if first.code == grpc.StatusCode.ABORTED else second
+    assert "busy" in loser.details
+    stored = await roles_and_seqs(database_url, chat_id)
+    assert stored == [(0, "system"), (1, "user"), (2, "assistant"), (3, "user"), (4, "assistant")]
+
+
+async def test_many_chats_stream_in_parallel(start_app, fake_openai: FakeOpenAI) -> None:
+    """Twenty chats stream at once: every upstream request is open before any finishes."""
+    app = await start_app()
+    fake_openai.queue(*[Script(pieces=["p"] * 5, gap=0.2) for _ in range(20)])
+    results = await asyncio.gather(
+        *[chat_stream(target(app), new_user(), f"chat {i}") for i in range(20)]
+    )
+    assert all(r.code == grpc.StatusCode.OK for r in results)
+    started = sorted(seen.at for seen in fake_openai.requests)
+    assert started[-1] - started[0] < 0.8  # all 20 began within the first answer's second
+
+
+async def test_saturated_pool_is_unavailable_not_a_hang(start_app) -> None:
+    """With every pooled connection taken, a turn fails UNAVAILABLE after the acquire timeout."""
+    app = await start_app(DATABASE_POOL_SIZE="1", DATABASE_ACQUIRE_TIMEOUT="0.2")
+    user = new_user()
+    chat_id = (await chat_stream(target(app), user, "hi")).chat_id
+    async with app.pool.acquire():
+        result = await chat_stream(target(app), user, "again", chat_id=chat_id, deadline=10)
+    assert result.code == grpc.StatusCode.UNAVAILABLE
+    assert "database" in result.details
+    after = await chat_stream(target(app), user, "and now", chat_id=chat_id)
+    assert after.code == grpc.StatusCode.OK, after.details

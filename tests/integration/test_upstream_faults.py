@@ -1,0 +1,135 @@
+"""Upstream faults: retried before the first token, reported clearly after it, never a hang."""
+
+from __future__ import annotations
+
+import asyncpg
+import grpc
+
+from tests.fakes.openai import Script
+from tests.integration.grpc_client import chat_stream
+from tests.support import new_user
+
+PIECES = [f"w{i} " for i in range(6)]
+
+
+def target(app: object) -> str:
+    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
+
+
+async def last_answer(database_url: str, chat_id: str) -> asyncpg.Record:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchrow(
+            "SELECT content, completion, finish_reason FROM messages"
+            " WHERE chat_id = $1 AND role = 'assistant' ORDER BY seq DESC LIMIT 1", chat_id,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_rate_limit_is_retried_honoring_retry_after(start_app, fake_openai) -> None:
+    """A 429 with Retry-After, then a 500, are retried and the answer arrives."""
+    app = await start_app(UPSTREAM_MAX_RETRIES="2")
+    fake_openai.queue(Script(status=429, retry_after="0.05"), Script(status=500))
+    result = await chat_stream(target(app), new_user(), "hello")
+    assert result.code == grpc.StatusCode.OK, result.details
+    assert result.answer == "You said: hello" and len(fake_openai.requests) == 3
+
+
+async def test_retries_are_bounded(start_app, fake_openai) -> None:
+    """When every attempt fails, the turn ends UNAVAILABLE after max retries + 1 attempts."""
+    app = await start_app(UPSTREAM_MAX_RETRIES="2")
+    fake_openai.queue(*[Script(status=503)] * 5)
+    result = await chat_stream(target(app), new_user(), "hello")
+    assert result.code == grpc.StatusCode.UNAVAILABLE
+    assert len(fake_openai.requests) == 3
+
+
+async def test_stream_broken_before_first_token_is_retried(start_app, fake_openai) -> None:
+    """A stream cut before any text reached the client is retried transparently."""
+    app = await start_app(UPSTREAM_MAX_RETRIES="1")
+    fake_openai.queue(Script(cut_after=0))
+    result = await chat_stream(target(app), new_user(), "hi there")
+    assert result.code == grpc.StatusCode.OK, result.details
+    assert result.answer == "You said: hi there" and len(fake_openai.requests) == 2
+
+
+async def test_stream_broken_after_first_token_is_not_restarted(
+    start_app, fake_openai, database_url: str
+) -> None:
+    """A stream cut midway ends UNAVAILABLE, once, and the partial answer is stored flagged."""
+    app = await start_app(UPSTREAM_MAX_RETRIES="2")
+    fake_openai.queue(Script(pieces=PIECES, cut_after=2))
+    result = await chat_stream(target(app), new_user(), "hi")
+    assert result.code == grpc.StatusCode.UNAVAILABLE
+    assert result.answer == "w0 w1 " and len(fake_openai.requests) == 1
+    row = await last_answer(database_url, result.chat_id)
+    assert (row["content"], row["completion"]) == ("w0 w1 ", "upstream_error")
+
+
+async def test_error_object_inside_the_stream(start_app, fake_openai, database_url: str) -> None:
+    """An error object mid-stream ends the turn UNAVAILABLE with the partial answer kept."""
+    app = await start_app()
+    fake_openai.queue(Script(pieces=PIECES, error_after=3))
+    result = await chat_stream(target(app), new_user(), "hi")
+    assert result.code == grpc.StatusCode.UNAVAILABLE
+    assert "mid-stream" in result.details
+    row = await last_answer(database_url, result.chat_id)
+    assert (row["content"], row["completion"]) == ("w0 w1 w2 ", "upstream_error")
+
+
+async def test_malformed_lines_and_comments_are_skipped(start_app, fake_openai) -> None:
+    """Malformed data lines, comments and other event fields do not break the answer."""
+    app = await start_app()
+    fake_openai.queue(Script(raw_before=[": keep-alive\n\n", "data: {not json\n\n",
+                                         "event: ping\ndata: 42\n\n", "retry: 100\n\n"]))
+    result = await chat_stream(target(app), new_user(), "still fine")
+    assert result.code == grpc.StatusCode.OK, result.details
+    assert result.answer == "You said: still fine"
+
+
+async def test_finish_reasons_are_recorded(start_app, fake_openai, database_url: str) -> None:
+    """`length` and `content_filter` finish the turn normally and are stored with the answer."""
+    app = await start_app()
+    for reason in ("length", "content_filter"):
+        fake_openai.queue(Script(pieces=["cut"], finish_reason=reason))
+        result = await chat_stream(target(app), new_user(), "hi")
+        assert result.code == grpc.StatusCode.OK
+        row = await last_answer(database_url, result.chat_id)
+        assert (row["completion"], row["finish_reason"]) == ("complete", reason)
+
+
+async def test_missing_done_after_a_finish_reason_is_accepted(start_app, fake_openai) -> None:
+    """A server that omits [DONE] after finishing (some compatible servers do) still answers."""
+    app = await start_app()
+    fake_openai.queue(Script(done=False))
+    result = await chat_stream(target(app), new_user(), "no done")
+    assert result.code == grpc.StatusCode.OK, result.details
+
+
+async def test_first_token_timeout(start_app, fake_openai, database_url: str) -> None:
+    """An upstream silent past the first-token timeout ends the turn DEADLINE_EXCEEDED."""
+    app = await start_app(UPSTREAM_FIRST_TOKEN_TIMEOUT="0.3")
+    fake_openai.queue(Script(first_delay=3))
+    result = await chat_stream(target(app), new_user(), "hi")
+    assert result.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert result.messages == []
+
+
+async def test_idle_timeout_mid_stream(start_app, fake_openai, database_url: str) -> None:
+    """An upstream that stalls mid-answer ends the turn DEADLINE_EXCEEDED, partial kept."""
+    app = await start_app(UPSTREAM_IDLE_TIMEOUT="0.3")
+    fake_openai.queue(Script(pieces=PIECES, gap=2))
+    result = await chat_stream(target(app), new_user(), "hi")
+    assert result.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert result.answer == "w0 "
+    row = await last_answer(database_url, result.chat_id)
+    assert (row["content"], row["completion"]) == ("w0 ", "timeout")
+
+
+async def test_rejected_key_is_not_echoed(start_app, fake_openai) -> None:
+    """The upstream's 401 text quotes part of the key; the client never sees it."""
+    app = await start_app(OPENAI_API_KEY="sk-wrong-key-abcdefgh")
+    result = await chat_stream(target(app), new_user(), "hi")
+    assert result.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "sk-" not in result.details and "efgh" not in result.details
