@@ -78,6 +78,7 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
+        log.debug("settings: %s", s.describe())
         token = s.auth_token
         if token is None:
             token = secrets.token_urlsafe(24)

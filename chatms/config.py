@@ -73,6 +73,11 @@ class Settings:
     def budget(self) -> TokenBudget:
         return TokenBudget(self.model_max_tokens, self.max_tokens)
 
+    @property
+    def secrets(self) -> tuple[str | None, ...]:
+        """Values that must never appear in a log line or an error message."""
+        return (self.openai_api_key, self.auth_token)
+
     def describe(self) -> dict[str, object]:
         """The settings safe to log: secrets are shown only as set or unset."""
         return {

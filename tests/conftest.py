@@ -67,3 +67,11 @@ async def start_app(database_url: str, fake_openai: FakeOpenAI) -> AsyncIterator
     yield start
     for app in reversed(started):
         await app.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """Print the fault report's summary line at the end of the run."""
+    from tests.integration.test_fault_report import REPORT
+
+    for line in REPORT:
+        terminalreporter.write_line(line)

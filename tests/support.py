@@ -126,10 +126,12 @@ class ServeProcess:
 class OwnPostgres:
     """A throwaway embedded PostgreSQL a test may stop and start (never the shared one)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self) -> None:
         import pgserver
 
-        self.pgdata = root / "pgdata"
+        # Not under pytest's tmp_path: pgserver runs PostgreSQL as another user when we are
+        # root, and that user must be able to reach the folder.
+        self.pgdata = Path(tempfile.mkdtemp(prefix="chatms-own-pg-")) / "pgdata"
         self.server = pgserver.get_server(self.pgdata, cleanup_mode="delete")
         self.url = str(self.server.get_uri())
 

@@ -10,6 +10,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from chatms.config import ConfigError, Settings, load_dotenv_file, load_settings
+from chatms.redaction import protect
 
 
 def configure_logging(settings: Settings) -> None:
@@ -18,6 +19,8 @@ def configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        protect(handler, settings.secrets)
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

@@ -57,7 +57,7 @@ async def test_cancel_closes_upstream_and_stores_partial(
     assert seen.closed_early_at - cancelled_at < 1.0  # the whole answer would take 5 s
     assert not seen.finished
     await wait_for(lambda: app.chats.in_flight == 0)
-    await app.chats.drain()
+    await app.chats.drain(grace=10)
     rows = await answers(database_url, chat_id)
     assert [r["role"] for r in rows] == ["system", "user", "assistant"]
     assert rows[1]["content"] == "tell me a story"
@@ -80,7 +80,7 @@ async def test_client_deadline_is_honored(start_app, fake_openai, database_url: 
     seen = fake_openai.requests[0]
     await wait_for(lambda: seen.closed_early_at is not None)
     await wait_for(lambda: app.chats.in_flight == 0)
-    await app.chats.drain()
+    await app.chats.drain(grace=10)
     assert result.messages, "the first pieces arrive well within the deadline"
     rows = await answers(database_url, result.chat_id)
     assert rows[-1]["role"] == "assistant" and rows[-1]["completion"] == "cancelled"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import asyncpg
 import grpc
@@ -16,8 +15,8 @@ from tests.support import OwnPostgres, base_env, new_user
 
 
 @pytest.fixture
-async def own_app(tmp_path: Path, fake_openai):
-    db = OwnPostgres(tmp_path)
+async def own_app(fake_openai):
+    db = OwnPostgres()
     app = App(load_settings(base_env(db.url, fake_openai.base_url,
                                      DATABASE_ACQUIRE_TIMEOUT="1")))
     await app.start()

@@ -1,0 +1,147 @@
+"""The fault catalogue: each entry injects one fault and says what the service must do.
+
+`tests/integration/test_fault_report.py` runs them all against one service and prints a
+summary line: faults injected, survived, messages lost, cross-user reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from tests.fakes.openai import FakeOpenAI, Script
+from tests.integration.grpc_client import StreamResult, chat_stream
+from tests.support import new_user
+
+OK, UNAVAILABLE = grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE
+SLOW = [f"s{i} " for i in range(40)]
+
+
+@dataclass
+class Ledger:
+    """What the service accepted (must be stored) and what it must have refused."""
+
+    accepted: list[str] = field(default_factory=list)
+    cross_user_reads: int = 0
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Env:
+    target: str
+    fake: FakeOpenAI
+    ledger: Ledger
+    restart_db: Callable[[], Awaitable[None]]
+    counter: int = 0
+
+    async def turn(self, script: Script | None = None, *, user: str | None = None,
+                   chat_id: str | None = None, deadline: float = 20,
+                   text: str | None = None) -> StreamResult:
+        """One turn; a turn that got past validation must end up stored."""
+        if script is not None:
+            self.fake.queue(script)
+        self.counter += 1
+        text = text or f"fault message {self.counter}"
+        user = new_user() if user is None else user
+        result = await chat_stream(self.target, user, text, chat_id, deadline=deadline)
+        if result.code in (OK, UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                           grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED) \
+                and not (result.code == UNAVAILABLE and "database" in result.details):
+            self.ledger.accepted.append(text)
+        return result
+
+
+async def upstream_429_then_ok(env: Env) -> bool:
+    return (await env.turn(Script(status=429, retry_after="0"))).code == OK
+
+
+async def upstream_5xx_every_time(env: Env) -> bool:
+    for _ in range(3):
+        env.fake.queue(Script(status=502))
+    return (await env.turn()).code == UNAVAILABLE
+
+
+async def cut_before_first_token(env: Env) -> bool:
+    return (await env.turn(Script(cut_after=0))).code == OK
+
+
+async def cut_after_first_token(env: Env) -> bool:
+    r = await env.turn(Script(pieces=SLOW[:5], cut_after=2))
+    return r.code == UNAVAILABLE and r.answer == "s0 s1 "
+
+
+async def error_object_in_stream(env: Env) -> bool:
+    return (await env.turn(Script(pieces=SLOW[:5], error_after=1))).code == UNAVAILABLE
+
+
+async def malformed_sse(env: Env) -> bool:
+    return (await env.turn(Script(raw_before=["data: {oops\n\n", ": ping\n\n"]))).code == OK
+
+
+async def no_done_marker(env: Env) -> bool:
+    return (await env.turn(Script(done=False))).code == OK
+
+
+async def empty_answer(env: Env) -> bool:
+    r = await env.turn(Script(pieces=[]))
+    return r.code == OK and r.answer == ""
+
+
+async def length_finish(env: Env) -> bool:
+    return (await env.turn(Script(finish_reason="length"))).code == OK
+
+
+async def idle_upstream(env: Env) -> bool:
+    r = await env.turn(Script(pieces=SLOW[:3], gap=3))
+    return r.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def client_deadline(env: Env) -> bool:
+    r = await env.turn(Script(pieces=SLOW, gap=0.05), deadline=0.5)
+    return r.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def racing_turns(env: Env) -> bool:
+    user = new_user()
+    chat_id = (await env.turn(user=user)).chat_id
+    env.fake.queue(Script(pieces=SLOW[:4], gap=0.1), Script(pieces=SLOW[:4], gap=0.1))
+    a, b = await asyncio.gather(env.turn(user=user, chat_id=chat_id),
+                                env.turn(user=user, chat_id=chat_id))
+    return sorted([a.code.name, b.code.name]) == ["ABORTED", "OK"]
+
+
+async def foreign_chat(env: Env) -> bool:
+    owned = await env.turn()
+    r = await env.turn(chat_id=owned.chat_id)
+    if r.code != grpc.StatusCode.NOT_FOUND:
+        env.ledger.cross_user_reads += 1
+    return r.code == grpc.StatusCode.NOT_FOUND
+
+
+async def database_restart(env: Env) -> bool:
+    user = new_user()
+    chat_id = (await env.turn(user=user)).chat_id
+    await env.restart_db()
+    for _ in range(50):  # bounded: the pool must come back by itself
+        r = await env.turn(user=user, chat_id=chat_id)
+        if r.code == OK:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def invalid_input(env: Env) -> bool:
+    bad = [await env.turn(text="\x00"), await env.turn(chat_id="nope"),
+           await env.turn(user="")]
+    return all(r.code == grpc.StatusCode.INVALID_ARGUMENT for r in bad)
+
+
+CATALOGUE: list[Callable[[Env], Awaitable[bool]]] = [
+    upstream_429_then_ok, upstream_5xx_every_time, cut_before_first_token,
+    cut_after_first_token, error_object_in_stream, malformed_sse, no_done_marker,
+    empty_answer, length_finish, idle_upstream, client_deadline, racing_turns, foreign_chat,
+    database_restart, invalid_input,
+]

@@ -1,0 +1,55 @@
+"""Runs the whole fault catalogue against one service and reports what survived."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from chatms.app import App
+from chatms.config import load_settings
+from tests.fakes.openai import FakeOpenAI
+from tests.integration.fault_catalogue import CATALOGUE, Env, Ledger
+from tests.support import OwnPostgres, base_env
+
+REPORT: list[str] = []
+
+
+async def test_fault_catalogue(fake_openai: FakeOpenAI) -> None:
+    """Every fault is survived, no accepted message is lost and no chat is read across users."""
+    db = OwnPostgres()
+    app = App(load_settings(base_env(
+        db.url, fake_openai.base_url, UPSTREAM_MAX_RETRIES="2", UPSTREAM_IDLE_TIMEOUT="0.5",
+        DATABASE_ACQUIRE_TIMEOUT="1")))
+    await app.start()
+
+    async def restart_db() -> None:
+        await asyncio.to_thread(db.stop)
+        await asyncio.to_thread(db.start)
+
+    env = Env(f"127.0.0.1:{app.settings.grpc_port}", fake_openai, Ledger(), restart_db)
+    survived = []
+    try:
+        for fault in CATALOGUE:
+            fake_openai.reset()
+            ok = await fault(env)
+            env.ledger.outcomes[fault.__name__] = "survived" if ok else "FAILED"
+            survived.append(ok)
+        await app.chats.drain(grace=10)
+        conn = await asyncpg.connect(db.url)
+        try:
+            stored = {r["content"] for r in await conn.fetch(
+                "SELECT content FROM messages WHERE role = 'user'")}
+        finally:
+            await conn.close()
+    finally:
+        await app.stop()
+        db.close()
+    lost = [text for text in env.ledger.accepted if text not in stored]
+    REPORT.append(
+        f"fault report: {len(CATALOGUE)} faults injected, {sum(survived)} survived, "
+        f"{len(lost)} messages lost, {env.ledger.cross_user_reads} cross-user reads"
+    )
+    failed = [name for name, outcome in env.ledger.outcomes.items() if outcome != "survived"]
+    assert failed == []
+    assert lost == [] and env.ledger.cross_user_reads == 0
