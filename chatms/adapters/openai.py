@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from chatms.adapters.sse import SSEDecoder
 from chatms.domain.errors import (
     NotConfigured,
     UpstreamError,
@@ -195,7 +196,7 @@ class OpenAIClient:
                     if response.status_code == 429 or response.status_code >= 500:
                         raise _Retry(error, _retry_after(response))
                     raise error
-                events = self._events(response.aiter_lines(), result)
+                events = self._events(response.aiter_bytes(), result)
                 try:
                     first = await anext(events, None)
                 except (UpstreamUnavailable, UpstreamTimeout) as exc:
@@ -221,48 +222,28 @@ class OpenAIClient:
             await response.aclose()
 
     async def _events(
-        self, lines: AsyncIterator[str], result: UpstreamResult
+        self, chunks: AsyncIterator[bytes], result: UpstreamResult
     ) -> AsyncIterator[str]:
-        """Parse SSE lines into text deltas, recording the finish reason and usage."""
+        """Text deltas from the SSE byte stream, recording the finish reason and usage.
+
+        All the deltas one network read brought are handed out together: a backlog (a slow
+        client, a burst upstream) becomes one message instead of one per token.
+        """
+        decoder = SSEDecoder()
         done = False
         try:
-            async for line in lines:
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments (": keep-alive"), event names
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for chunk in chunks:
+                texts = self._parse(decoder.feed(chunk), result)
+                if texts is None:
                     done = True
                     break
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    log.warning("upstream sent a malformed SSE data line; skipped")
-                    continue
-                if not isinstance(chunk, dict):
-                    continue
-                if chunk.get("error"):
-                    raise UpstreamUnavailable(
-                        "upstream reported an error mid-stream: "
-                        + _error_message(json.dumps(chunk).encode())
-                    )
-                usage = chunk.get("usage")
-                if usage:
-                    result.usage = Usage(
-                        int(usage.get("prompt_tokens") or 0),
-                        int(usage.get("completion_tokens") or 0),
-                    )
-                choices = chunk.get("choices")
-                if not choices:
-                    continue
-                choice = choices[0]
-                reason = choice.get("finish_reason")
-                if reason:
-                    result.finish_reason = reason
-                delta = choice.get("delta")
-                if delta:
-                    text = delta.get("content")
-                    if text:
-                        yield text
+                if texts:
+                    yield texts[0] if len(texts) == 1 else "".join(texts)
+            else:
+                texts = self._parse(decoder.close(), result)
+                done = texts is None
+                if texts:
+                    yield "".join(texts)
         except httpx.TimeoutException:
             raise UpstreamTimeout("upstream stalled mid-answer") from None
         except (httpx.TransportError, httpx.StreamError):
@@ -271,3 +252,40 @@ class OpenAIClient:
         if not done and result.finish_reason is None:
             # Some OpenAI-compatible servers omit [DONE]; a finish reason says the answer is whole.
             raise UpstreamUnavailable("upstream stream ended before the answer was finished")
+
+    @staticmethod
+    def _parse(events: list[bytes], result: UpstreamResult) -> list[str] | None:
+        """The text deltas of `events`; None once `[DONE]` arrived."""
+        texts: list[str] = []
+        for data in events:
+            if data == b"[DONE]":
+                return None
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                log.warning("upstream sent a malformed SSE data line; skipped")
+                continue
+            if not isinstance(chunk, dict):
+                continue
+            if chunk.get("error"):
+                raise UpstreamUnavailable(
+                    "upstream reported an error mid-stream: " + _error_message(data)
+                )
+            choices = chunk.get("choices")
+            if choices:
+                choice = choices[0]
+                delta = choice.get("delta")
+                if delta:
+                    text = delta.get("content")
+                    if text:
+                        texts.append(text)
+                reason = choice.get("finish_reason")
+                if reason:
+                    result.finish_reason = reason
+            usage = chunk.get("usage")
+            if usage:
+                result.usage = Usage(
+                    int(usage.get("prompt_tokens") or 0),
+                    int(usage.get("completion_tokens") or 0),
+                )
+        return texts

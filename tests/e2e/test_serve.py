@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from tests.e2e.grpc_sync import chat
@@ -16,7 +17,8 @@ def test_chat_continues_after_restart(serve, fake_openai: FakeOpenAI) -> None:
     answer = chat(first.grpc_target, user, "remember the word pineapple")
     chat_id = answer[-1].chat_id
     assert answer[-1].content == "You said: remember the word pineapple"
-    assert [m.content for m in answer][:2] == ["You said:", "You said: remember"]
+    contents = [m.content for m in answer]
+    assert all(b.startswith(a) for a, b in itertools.pairwise(contents))
     assert first.terminate() == 0
 
     second = serve(GRPC_SERVER_PORT=first.env["GRPC_SERVER_PORT"],

@@ -32,6 +32,7 @@ class Script:
     done: bool = True
     raw_before: list[str] = field(default_factory=list)  # extra lines before the content
     error_after: int | None = None  # an error object inside the stream after N events
+    burst: int = 1  # content events written together in one chunk
 
 
 @dataclass
@@ -120,9 +121,13 @@ class FakeOpenAI:
                     await write_chunk(writer, b"data: " + json.dumps(err).encode() + b"\n\n")
                     await write_chunk(writer, b"")
                     return
+                if i % s.burst:
+                    continue
                 if i and s.gap:
                     await asyncio.sleep(s.gap)
-                await write_chunk(writer, _chunk(cid, model, {"content": piece}))
+                group = pieces[i:i + s.burst]
+                await write_chunk(writer, b"".join(
+                    _chunk(cid, model, {"content": p}) for p in group))
             await write_chunk(writer, _chunk(cid, model, {}, s.finish_reason))
             if s.usage:
                 usage = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),

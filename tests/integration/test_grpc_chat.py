@@ -19,6 +19,7 @@ async def test_new_chat_streams_cumulative_content(start_app, fake_openai: FakeO
     """A new chat streams the answer with each message holding the whole answer so far."""
     app = await start_app()
     user = new_user()
+    fake_openai.queue(Script(gap=0.05))  # spaced events arrive as separate messages
     result = await chat_stream(target(app), user, "hello there")
     assert result.code == grpc.StatusCode.OK, result.details
     assert result.contents == ["You said:", "You said: hello", "You said: hello there"]
@@ -113,15 +114,28 @@ async def test_missing_api_key_fails_the_turn_not_the_start(start_app) -> None:
     assert "OPENAI_API_KEY" in result.details
 
 
-async def test_delta_mode_sends_only_new_text(start_app) -> None:
+async def test_delta_mode_sends_only_new_text(start_app, fake_openai: FakeOpenAI) -> None:
     """With the opt-in delta field each message carries only the text new since the last."""
     from tests.support import AUTH_TOKEN, grpcio_stubs
 
     app = await start_app()
     pb2, pb2_grpc = grpcio_stubs()
+    fake_openai.queue(Script(gap=0.05))
     request = pb2.ChatRequest(user_id=new_user(), user_message="a b", delta=True)
     async with grpc.aio.insecure_channel(target(app)) as channel:
         call = pb2_grpc.ChatServiceStub(channel).ChatStream(
             request, metadata=(("authorization", AUTH_TOKEN),))
         contents = [m.content async for m in call]
     assert contents == ["You said:", " a", " b"]
+
+
+async def test_a_backlog_is_merged_into_fewer_messages(start_app, fake_openai) -> None:
+    """Deltas that arrive together (a burst) go out as one message, none lost or reordered."""
+    app = await start_app()
+    words = [f" w{i}" for i in range(200)]
+    fake_openai.queue(Script(pieces=words, burst=20))
+    result = await chat_stream(target(app), new_user(), "burst")
+    assert result.code == grpc.StatusCode.OK
+    assert result.answer == "".join(words)
+    assert len(result.messages) <= 20
+    assert all(b.startswith(a) for a, b in zip(result.contents, result.contents[1:], strict=False))
