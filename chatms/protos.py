@@ -6,6 +6,7 @@ while the committed code is stale. Needs the `test` extra (grpcio-tools, betterp
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,11 @@ def generate(out_dir: Path, proto_dir: Path = PROTO_DIR) -> list[Path]:
         sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}",
         f"--python_betterproto2_out={out_dir}", *opts, *protos,
     ]
-    subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
+    # protoc finds its plugin (protoc-gen-python_betterproto2) on PATH: put this
+    # interpreter's scripts folder there, so a venv works without being activated.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                  os.environ.get("PATH", "")])}
+    subprocess.run(command, check=True, capture_output=True, text=True, env=env)  # noqa: S603
     return sorted(p.relative_to(out_dir) for p in out_dir.rglob("*") if p.is_file())
 
 

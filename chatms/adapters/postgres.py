@@ -120,9 +120,15 @@ WITH leased AS (
       AND (lease_until IS NULL OR lease_until < now() OR lease_id = $3)
     RETURNING id, config, next_seq
 )
-SELECT l.config, l.next_seq, m.seq, m.role, m.content, m.tokens, m.completion, m.finish_reason
-FROM leased l LEFT JOIN messages m ON m.chat_id = l.id AND NOT m.erased
-ORDER BY m.seq
+SELECT l.config, l.next_seq, w.*
+FROM leased l, LATERAL (
+    -- One row of arrays: the chat's config is sent and decoded once, not once per message.
+    SELECT array_agg(seq ORDER BY seq) AS seqs, array_agg(role ORDER BY seq) AS roles,
+           array_agg(content ORDER BY seq) AS contents, array_agg(tokens ORDER BY seq) AS tokens,
+           array_agg(completion ORDER BY seq) AS completions,
+           array_agg(finish_reason ORDER BY seq) AS reasons
+    FROM messages WHERE chat_id = l.id AND NOT erased
+) w
 """
 
 _WHY_NOT_LEASED = """
@@ -250,35 +256,35 @@ class PostgresChatRepository:
         await self._twice(insert)  # idempotent: the insert does nothing the second time
 
     async def acquire(self, chat_id: str, owner: str, lease: Lease) -> Chat:
-        async def lease_and_load() -> tuple[list[asyncpg.Record], asyncpg.Record | None]:
+        async def lease_and_load() -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
             async with self._conn() as conn:
-                rows = await conn.fetch(_ACQUIRE, chat_id, owner, lease.token, lease.seconds)
-                why = None if rows else await conn.fetchrow(_WHY_NOT_LEASED, chat_id, owner)
-            return rows, why
+                row = await conn.fetchrow(_ACQUIRE, chat_id, owner, lease.token, lease.seconds)
+                why = None if row else await conn.fetchrow(_WHY_NOT_LEASED, chat_id, owner)
+            return row, why
 
         # Idempotent: a lease we already hold is granted again.
-        rows, why = await self._twice(lease_and_load)
-        if not rows:
+        row, why = await self._twice(lease_and_load)
+        if row is None:
             if why is None:
                 raise ChatNotFound()
             if why["status"] == ChatStatus.ENDED:
                 raise ChatEnded()
             raise ChatBusy()
-        first = rows[0]
         messages = [
-            Message(
-                r["seq"], Role(r["role"]), r["content"], r["tokens"],
-                completion=Completion(r["completion"]), finish_reason=r["finish_reason"],
+            Message(seq, Role(role), content, tokens, completion=Completion(completion),
+                    finish_reason=reason)
+            for seq, role, content, tokens, completion, reason in zip(
+                row["seqs"] or (), row["roles"] or (), row["contents"] or (),
+                row["tokens"] or (), row["completions"] or (), row["reasons"] or (), strict=True,
             )
-            for r in rows
-            if r["seq"] is not None
         ]
-        system = messages[0] if messages and messages[0].role is Role.SYSTEM else None
-        if system is None:  # created by a turn that never finished its insert
+        if not messages or messages[0].role is not Role.SYSTEM:
+            # Created by a turn whose insert never landed; give the lease back.
+            await self.release(chat_id, lease)
             raise ChatNotFound()
         return Chat(
-            id=chat_id, owner=owner, config=_config_from_json(first["config"]),
-            system=system, live=messages[1:], next_seq=first["next_seq"],
+            id=chat_id, owner=owner, config=_config_from_json(row["config"]),
+            system=messages[0], live=messages[1:], next_seq=row["next_seq"],
         )
 
     async def commit_turn(self, chat: Chat, turn: PendingTurn, lease: Lease) -> None:

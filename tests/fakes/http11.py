@@ -99,7 +99,7 @@ class LoopbackServer:
                 head += [f"{k}: {v}" for k, v in headers.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
                 if reply.stream is not None:
-                    await reply.stream(writer)
+                    await self._stream_until_closed(reply.stream, reader, writer)
                 else:
                     writer.write(reply.body)
                 await writer.drain()
@@ -109,6 +109,28 @@ class LoopbackServer:
             pass
         finally:
             writer.close()
+
+    @staticmethod
+    async def _stream_until_closed(
+        stream: Callable[[asyncio.StreamWriter], Awaitable[None]],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """Write the streamed body, stopping it the moment the client hangs up.
+
+        Writes alone notice a closed connection late (or never, while the kernel buffers),
+        so the client's end of file is watched beside them.
+        """
+        body = asyncio.ensure_future(stream(writer))
+        hangup = asyncio.ensure_future(reader.read(1))
+        try:
+            await asyncio.wait({body, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not body.done():
+                body.cancel()  # the client hung up: the stream records it and drops
+            if not hangup.done():
+                hangup.cancel()
+        await body
 
     @staticmethod
     async def _read(reader: asyncio.StreamReader) -> Request | None:
