@@ -24,6 +24,7 @@ MEDIA_REPLY = (
     "Sorry, I can only read text messages. Please send your question as text."
 )
 UPSTREAM_REPLY = "Sorry, I could not get an answer right now. Please try again in a moment."
+EMPTY_REPLY = "Sorry, I have no answer to that. Could you rephrase it?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,8 @@ class WhatsAppService:
         """Answer a claimed job (unless already answered) and send what is not yet sent."""
         if job.parts is None:
             text, chat_id, set_chat = await self._answer(job)
-            parts = split_message(text, self.policy.part_limit)
+            # Twilio refuses an empty body, and silence would look like a lost message.
+            parts = split_message(text, self.policy.part_limit) or [EMPTY_REPLY]
             await self.store.save_answer(job, parts, chat_id, set_chat)
             job.parts = parts
         await self._send(job)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from chatms.entrypoints.whatsapp import EMPTY_TWIML
-from chatms.service.whatsapp import MEDIA_REPLY, RESET_REPLY
+from chatms.service.whatsapp import EMPTY_REPLY, MEDIA_REPLY, RESET_REPLY
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.fakes.twilio import (
     ACCOUNT_SID,
@@ -196,6 +196,18 @@ async def test_media_and_oversized_bodies_get_a_reply_without_upstream(
     assert posts[0].form["Body"] == MEDIA_REPLY
     assert "51 characters" in posts[1].form["Body"] and "50" in posts[1].form["Body"]
     assert fake_openai.requests == []
+
+
+async def test_empty_answer_gets_a_reply(
+    start_app, fake_twilio: FakeTwilio, fake_openai: FakeOpenAI
+) -> None:
+    """An empty answer from the model still gets the user a reply, never silence."""
+    app = await started(start_app, **twilio_env(fake_twilio))
+    fake_openai.queue(Script(pieces=[]))
+    sender = new_sender()
+    assert (await deliver(app, inbound_form(sender, "say nothing"))).status_code == 200
+    [post] = await fake_twilio.wait_for(sender, 1)
+    assert post.form["Body"] == EMPTY_REPLY
 
 
 async def test_rapid_messages_are_answered_in_order(
