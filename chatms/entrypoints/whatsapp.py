@@ -90,6 +90,8 @@ class TwilioWebhook:
         missing = [name for name in ("MessageSid", "From", "To") if not form.get(name)]
         if missing:
             return _text(400, f"missing fields: {', '.join(missing)}")
+        if any("\x00" in value for value in form.values()):  # PostgreSQL text cannot hold it
+            return _text(400, "fields must not contain NUL characters")
         try:
             num_media = int(form.get("NumMedia") or "0")
         except ValueError:

@@ -108,13 +108,17 @@ async def test_bad_or_missing_signature_is_refused(start_app, fake_twilio: FakeT
     assert (await fake_twilio.wait_for(sender, 1))[0].form["Body"] == "You said: fine"
 
 
-async def test_wrong_account_is_refused(start_app, fake_twilio: FakeTwilio) -> None:
-    """A correctly signed message for another Account SID is refused and not stored."""
+async def test_wrong_account_or_bad_fields_are_refused(start_app, fake_twilio: FakeTwilio) -> None:
+    """A signed message for another account (403) or with a NUL byte (400) is not stored."""
     app = await started(start_app, **twilio_env(fake_twilio))
     form = inbound_form(new_sender(), "hi", account_sid="AC" + "9" * 32)
     reply = await deliver(app, form)
     assert reply.status_code == 403
     assert await stored(app, form["MessageSid"]) is None
+    nul = inbound_form(new_sender(), "a\x00b")
+    reply = await deliver(app, nul)
+    assert reply.status_code == 400 and "NUL" in reply.text
+    assert await stored(app, nul["MessageSid"]) is None
 
 
 async def test_not_configured_is_503(start_app, fake_openai: FakeOpenAI) -> None:
