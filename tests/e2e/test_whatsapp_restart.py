@@ -55,3 +55,21 @@ def test_answer_sent_once_after_sigkill_and_restart(
     assert [p.form["Body"] for p in fake_twilio.sent_to(sender)] == ["You said: survive this"]
     row = asyncio.run(_row(database_url, form["MessageSid"]))
     assert (row["status"], row["parts_sent"]) == ("done", 1)
+
+
+def test_sigterm_lets_the_answer_in_flight_go_out(
+    serve, fake_openai: FakeOpenAI, fake_twilio: FakeTwilio
+) -> None:
+    """SIGTERM during a WhatsApp turn sends its answer within the grace period, then exits 0."""
+    env = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+           "TWILIO_API_BASE_URL": fake_twilio.base_url}
+    proc = serve(**env)
+    fake_openai.queue(Script(first_delay=1))
+    sender = new_sender()
+    form = inbound_form(sender, "finish me")
+    url = proc.http_url + "/webhooks/twilio/whatsapp"
+    assert httpx.post(url, data=form, headers={"X-Twilio-Signature": sign(url, form)}).is_success
+    wait_until(lambda: len(fake_openai.requests) == 1, 15, "the turn to reach the upstream")
+    assert proc.terminate() == 0
+    assert [p.form["Body"] for p in fake_twilio.sent_to(sender)] == ["You said: finish me"]
+    assert "chatms stopped" in proc.log()
