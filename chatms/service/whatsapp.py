@@ -204,8 +204,9 @@ class WhatsAppService:
     async def _turn(
         self, user_id: str, chat_id: str | None, body: str
     ) -> tuple[str, str | None, bool]:
+        turn = self.chats.turn(user_id, chat_id, body, "whatsapp")
         try:
-            async with self.chats.turn(user_id, chat_id, body, "whatsapp") as turn:
+            async with turn:
                 async for _ in turn:
                     pass
             return turn.content, turn.chat_id, True
@@ -217,7 +218,8 @@ class WhatsAppService:
             raise
         except errors.UpstreamError as exc:
             log.warning("whatsapp turn failed upstream: %s", type(exc).__name__)
-            return UPSTREAM_REPLY, None, False
+            # The turn was stored (marked failed) in its chat: keep that chat going.
+            return UPSTREAM_REPLY, turn.chat_id or None, bool(turn.chat_id)
         except errors.NotConfigured as exc:
             log.warning("whatsapp turn not possible: %s", exc)
             return UPSTREAM_REPLY, None, False

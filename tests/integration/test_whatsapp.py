@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from chatms.entrypoints.whatsapp import EMPTY_TWIML
-from chatms.service.whatsapp import EMPTY_REPLY, MEDIA_REPLY, RESET_REPLY
+from chatms.service.whatsapp import EMPTY_REPLY, MEDIA_REPLY, RESET_REPLY, UPSTREAM_REPLY
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.fakes.twilio import (
     ACCOUNT_SID,
@@ -252,3 +252,18 @@ async def test_twilio_failures_are_retried_or_recorded(
         await asyncio.sleep(0.05)
     assert row["status"] == "failed" and "HTTP 400" in row["last_error"]
     assert len(fake_twilio.sent_to(sender)) == 1
+
+
+async def test_upstream_failure_gets_an_apology_and_the_chat_goes_on(
+    start_app, fake_twilio: FakeTwilio, fake_openai: FakeOpenAI
+) -> None:
+    """When the model fails the user gets an apology, and the next message continues that chat."""
+    app = await started(start_app, **twilio_env(fake_twilio))
+    fake_openai.queue(Script(status=500))
+    sender = new_sender()
+    assert (await deliver(app, inbound_form(sender, "first"))).status_code == 200
+    await fake_twilio.wait_for(sender, 1)
+    assert (await deliver(app, inbound_form(sender, "second"))).status_code == 200
+    posts = await fake_twilio.wait_for(sender, 2)
+    assert [p.form["Body"] for p in posts] == [UPSTREAM_REPLY, "You said: second"]
+    assert len((await app.chats.chats(sender)).chats) == 1
