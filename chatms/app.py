@@ -21,12 +21,17 @@ from chatms.adapters.embedded_postgres import EmbeddedPostgres
 from chatms.adapters.openai import OpenAIClient, UpstreamSettings, build_http_client
 from chatms.adapters.postgres import PostgresChatRepository, create_pool, migrate
 from chatms.adapters.tokenizer import load_counter
+from chatms.adapters.twilio import TwilioSender, build_twilio_http
+from chatms.adapters.whatsapp_store import PostgresWhatsAppStore
 from chatms.config import Settings
 from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc import ChatGrpcService, require_token
 from chatms.entrypoints.grpc_codec import GuardedProtoCodec
 from chatms.entrypoints.http import build_http_app
+from chatms.entrypoints.whatsapp import TwilioWebhook, whatsapp_routes
 from chatms.service.chats import ChatService, TurnPolicy
+from chatms.service.whatsapp import Pacer, WhatsAppPolicy, WhatsAppService
+from chatms.service.whatsapp_worker import WhatsAppWorker
 
 log = logging.getLogger("chatms")
 
@@ -75,6 +80,9 @@ class App:
     grpc_server: Server | None = None
     _web_stop: asyncio.Event = field(default_factory=asyncio.Event)
     _web_task: asyncio.Task[Any] | None = None
+    whatsapp: WhatsAppService | None = None
+    whatsapp_worker: WhatsAppWorker | None = None
+    twilio_http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -104,14 +112,40 @@ class App:
         web.bind = [f"{s.web_host}:{s.web_port}"]
         web.graceful_timeout = 1.0
         routes: list[BaseRoute] = []
+        self._start_whatsapp()
+        routes += whatsapp_routes(TwilioWebhook(
+            self.whatsapp, s.twilio_account_sid, s.twilio_auth_token, s.public_base_url,
+            s.max_body_bytes,
+        ))
         self._web_task = asyncio.create_task(
             serve(build_http_app(routes), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
         )
         log.info("chatms ready: gRPC on %s:%d, HTTP on %s:%d (model %s)",
                  s.grpc_host, s.grpc_port, s.web_host, s.web_port, s.model)
 
+    def _start_whatsapp(self) -> None:
+        """The WhatsApp answering worker, when Twilio is configured (the webhook says 503 else)."""
+        s = self.settings
+        if not s.whatsapp_configured or self.pool is None or self.chats is None:
+            return
+        assert s.twilio_account_sid is not None and s.twilio_auth_token is not None
+        self.twilio_http = build_twilio_http()
+        sender = TwilioSender(s.twilio_account_sid, s.twilio_auth_token, self.twilio_http,
+                              s.twilio_api_base_url)
+        self.whatsapp = WhatsAppService(
+            PostgresWhatsAppStore(self.pool), self.chats, sender,
+            WhatsAppPolicy(max_body_chars=s.whatsapp_max_body_chars),
+            Pacer(s.whatsapp_send_rate),
+        )
+        self.whatsapp_worker = WhatsAppWorker(
+            self.whatsapp, s.whatsapp_claim_seconds, s.whatsapp_concurrency
+        )
+        self.whatsapp_worker.start()
+
     async def stop(self) -> None:
         """Stop taking turns, let those in flight finish within the grace period, then close."""
+        if self.whatsapp_worker is not None:
+            await self.whatsapp_worker.stop(self.settings.shutdown_grace_seconds)
         if self.chats is not None:
             self.chats.stop_accepting()
             if not await self.chats.wait_idle(self.settings.shutdown_grace_seconds):
@@ -126,6 +160,8 @@ class App:
             await self.chats.drain(grace=10.0)
         if self.http is not None:
             await self.http.aclose()
+        if self.twilio_http is not None:
+            await self.twilio_http.aclose()
         if self.pool is not None:
             await self.pool.close()
         if self.embedded is not None:

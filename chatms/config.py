@@ -6,10 +6,12 @@ A bad value stops the process with one line naming the variable and what is wron
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from chatms.domain.budget import TokenBudget, known_context_window
 from chatms.domain.model import ChatConfig
@@ -56,6 +58,18 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     tiktoken_offline: bool = False
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    public_base_url: str | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+    whatsapp_max_body_chars: int = 4096
+    whatsapp_send_rate: float = 10.0
+    whatsapp_claim_seconds: float = 30.0
+    whatsapp_concurrency: int = 8
+
+    @property
+    def whatsapp_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
 
     @property
     def chat_defaults(self) -> ChatConfig:
@@ -90,6 +104,10 @@ class Settings:
             "database": "DATABASE_URL" if self.database_url else f"embedded in {self.data_dir}",
             "grpc": f"{self.grpc_host}:{self.grpc_port}",
             "http": f"{self.web_host}:{self.web_port}",
+            "whatsapp": "configured" if self.whatsapp_configured else "not configured",
+            "twilio_auth_token": "set" if self.twilio_auth_token else "unset",
+            "twilio_api_base_url": self.twilio_api_base_url,
+            "public_base_url": self.public_base_url or "unset (the request's own URL)",
         }
 
 
@@ -142,6 +160,29 @@ def _stop_sequences(value: str | None) -> tuple[str, ...]:
     if len(parts) > 4:
         raise ConfigError(f"STOP has {len(parts)} sequences; OpenAI accepts at most 4")
     return parts
+
+
+def _http_url(r: _Reader, name: str, default: str | None) -> str | None:
+    value = r.raw(name)
+    if value is None:
+        return default
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"{name}={value!r} is not an http(s) URL without query or fragment")
+    return value
+
+
+def _account_sid(r: _Reader) -> str | None:
+    value = r.raw("TWILIO_ACCOUNT_SID")
+    if value is None:
+        return None
+    value = value.strip()
+    if not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+        raise ConfigError(
+            "TWILIO_ACCOUNT_SID is not an Account SID (AC followed by 32 hexadecimal digits)"
+        )
+    return value
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -212,6 +253,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         log_format=log_format,
         tiktoken_offline=r.flag("TIKTOKEN_OFFLINE", False),
+        twilio_account_sid=_account_sid(r),
+        twilio_auth_token=r.raw("TWILIO_AUTH_TOKEN"),
+        public_base_url=_http_url(r, "PUBLIC_BASE_URL", None),
+        twilio_api_base_url=_http_url(r, "TWILIO_API_BASE_URL", "https://api.twilio.com")
+        or "https://api.twilio.com",
+        whatsapp_max_body_chars=r.integer("WHATSAPP_MAX_BODY_CHARS", 4096, 1, 1_000_000),
+        whatsapp_send_rate=r.number("WHATSAPP_SEND_RATE", 10.0, 0.1, 1000),
+        whatsapp_claim_seconds=r.number("WHATSAPP_CLAIM_SECONDS", 30.0, 1, 3600),
+        whatsapp_concurrency=r.integer("WHATSAPP_CONCURRENCY", 8, 1, 256),
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.twilio import FakeTwilio
 
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
 # The tests fork pg_ctl while grpcio's threads run; its fork handlers are not wanted there.
@@ -44,6 +45,19 @@ def fake_openai_server() -> Iterator[FakeOpenAI]:
 def fake_openai(fake_openai_server: FakeOpenAI) -> FakeOpenAI:
     fake_openai_server.reset()
     return fake_openai_server
+
+
+@pytest.fixture(scope="session")
+def fake_twilio_server() -> Iterator[FakeTwilio]:
+    fake = FakeTwilio().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_twilio(fake_twilio_server: FakeTwilio) -> FakeTwilio:
+    fake_twilio_server.reset()
+    return fake_twilio_server
 
 
 AppFactory = Callable[..., Awaitable["object"]]

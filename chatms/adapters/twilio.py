@@ -1,0 +1,112 @@
+"""Twilio's Messages API through the `twilio` package, on httpx so the event loop never blocks.
+
+`HttpxTwilioClient` implements the package's `AsyncHttpClient` interface and sends each request
+to `TWILIO_API_BASE_URL` instead of the host the package chose (api.twilio.com, or an edge), so
+the same code talks to Twilio in production and to a loopback fake in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from twilio.base.exceptions import TwilioRestException
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from chatms.service.whatsapp import SendFailed
+
+log = logging.getLogger("chatms.twilio")
+
+DEFAULT_API_BASE_URL = "https://api.twilio.com"
+
+
+def build_twilio_http(connect_timeout: float = 5.0, timeout: float = 15.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+    )
+
+
+def rebase(url: str, base_url: str) -> str:
+    """`url` with its scheme and host replaced by those of `base_url` (path and query kept)."""
+    target, base = urlsplit(url), urlsplit(base_url)
+    path = base.path.rstrip("/") + target.path
+    return urlunsplit((base.scheme, base.netloc, path, target.query, ""))
+
+
+class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
+    """The twilio package's async HTTP interface, backed by a shared httpx client."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str = DEFAULT_API_BASE_URL) -> None:
+        super().__init__(log, True, None)
+        self.http = http
+        self.base_url = base_url
+
+    async def request(
+        self,
+        method: str,
+        uri: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (the twilio interface)
+        allow_redirects: bool = False,
+    ) -> Response:
+        response = await self.http.request(
+            method.upper(),
+            rebase(uri, self.base_url),
+            params=params,  # type: ignore[arg-type]
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            follow_redirects=allow_redirects,
+        )
+        return Response(response.status_code, response.text, response.headers)
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class TwilioSender:
+    """Sends WhatsApp messages; retries 429, 5xx and network failures with bounded backoff."""
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        http: httpx.AsyncClient,
+        base_url: str = DEFAULT_API_BASE_URL,
+        attempts: int = 4,
+        backoff: float = 0.5,
+    ) -> None:
+        self._client = Client(
+            account_sid, auth_token, http_client=HttpxTwilioClient(http, base_url)
+        )
+        self.attempts = attempts
+        self.backoff = backoff
+
+    async def send(self, from_: str, to: str, body: str) -> str:
+        error = "no attempt made"
+        for attempt in range(self.attempts):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                message = await self._client.messages.create_async(from_=from_, to=to, body=body)
+            except TwilioRestException as exc:
+                # Twilio's own error text names the code, never our credentials.
+                error = f"Twilio answered HTTP {exc.status} (code {exc.code}): {exc.msg}"
+                if not _retryable(exc.status):
+                    raise SendFailed(error, retryable=False) from None
+            except httpx.HTTPError as exc:
+                error = f"Twilio unreachable: {type(exc).__name__}"
+            else:
+                return str(message.sid)
+            log.warning("twilio send attempt %d/%d failed: %s", attempt + 1, self.attempts, error)
+        raise SendFailed(error, retryable=True)

@@ -1,0 +1,68 @@
+"""WhatsApp text rules: commands, and splitting long answers into sendable parts. No I/O."""
+
+from __future__ import annotations
+
+import re
+
+# WhatsApp through Twilio takes bodies of at most 1600 characters, counted like Twilio does:
+# in UTF-16 code units, so an emoji outside the BMP counts as two.
+MAX_PART = 1600
+
+RESET_COMMANDS = frozenset({"/reset", "/new", "/restart"})
+
+_SENTENCE_END = re.compile(r"[.!?…](?=\s)")
+
+
+def is_reset(body: str) -> bool:
+    """True for `/reset` and its synonyms, in any case, with surrounding spaces."""
+    return body.strip().lower() in RESET_COMMANDS
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fitting_prefix(text: str, limit: int) -> int:
+    """The most code points of `text` whose UTF-16 length is at most `limit`."""
+    units = 0
+    for i, ch in enumerate(text):
+        units += 2 if ord(ch) > 0xFFFF else 1
+        if units > limit:
+            return i
+    return len(text)
+
+
+def _cut(text: str, limit: int) -> int:
+    """Where to end the next part: the last paragraph, else sentence, else word boundary."""
+    window = text[: _fitting_prefix(text, limit)]
+    paragraph = window.rfind("\n\n")
+    if paragraph > 0:
+        return paragraph
+    sentences = [m.end() for m in _SENTENCE_END.finditer(window) if m.end() < len(window)]
+    if sentences:
+        return sentences[-1]
+    spaces = [i for i, ch in enumerate(window) if ch.isspace() and i > 0]
+    if spaces:
+        return spaces[-1]
+    return max(len(window), 1)  # one word longer than a part: hard split
+
+
+def split_message(text: str, limit: int = MAX_PART) -> list[str]:
+    """Split `text` into parts of at most `limit` UTF-16 units, in order.
+
+    Whitespace at a cut is dropped; nothing else is lost or reordered.
+    """
+    if limit < 2:
+        raise ValueError("limit must be at least 2 (one character outside the BMP)")
+    rest = text.strip()
+    parts: list[str] = []
+    # Each pass removes at least one character, so the loop ends within len(text) passes.
+    while utf16_len(rest) > limit:
+        at = _cut(rest, limit)
+        head = rest[:at].rstrip()
+        if head:
+            parts.append(head)
+        rest = rest[at:].lstrip()
+    if rest:
+        parts.append(rest)
+    return parts

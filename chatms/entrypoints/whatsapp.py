@@ -1,0 +1,121 @@
+"""The WhatsApp door: Twilio's webhook, checked and acknowledged at once.
+
+The route only verifies the request and stores it as work; the answer is produced by the
+background worker and sent through Twilio's REST API, so Twilio's 15-second limit never bites.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from twilio.request_validator import RequestValidator
+
+from chatms.service.whatsapp import Inbound, WhatsAppService
+
+log = logging.getLogger("chatms.whatsapp")
+
+PATH = "/webhooks/twilio/whatsapp"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+NOT_CONFIGURED = (
+    "WhatsApp is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to enable it.\n"
+)
+
+
+class _Form(dict[str, str]):
+    """The posted fields; `getall` gives RequestValidator every value of a repeated field."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        self._pairs = pairs
+
+    def getall(self, name: str) -> list[str]:
+        return [value for key, value in self._pairs if key == name]
+
+
+def _text(status: int, message: str) -> PlainTextResponse:
+    return PlainTextResponse(message + "\n", status_code=status)
+
+
+class TwilioWebhook:
+    def __init__(
+        self,
+        service: WhatsAppService | None,
+        account_sid: str | None,
+        auth_token: str | None,
+        public_base_url: str | None,
+        max_body_bytes: int,
+    ) -> None:
+        self.service = service
+        self.account_sid = account_sid
+        self.validator = RequestValidator(auth_token) if auth_token else None
+        self.public_base_url = public_base_url
+        self.max_body_bytes = max_body_bytes
+
+    def called_url(self, request: Request) -> str:
+        """The URL Twilio signed: the public one behind a proxy or tunnel, else our own."""
+        if self.public_base_url is None:
+            return str(request.url)
+        query = request.url.query
+        return self.public_base_url + request.url.path + (f"?{query}" if query else "")
+
+    async def _body(self, request: Request) -> bytes | None:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                return None
+        return body
+
+    async def handle(self, request: Request) -> Response:
+        if self.service is None or self.validator is None or self.account_sid is None:
+            return PlainTextResponse(NOT_CONFIGURED, status_code=503)
+        body = await self._body(request)
+        if body is None:
+            return _text(413, "request body too large")
+        try:
+            form = _Form(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except (UnicodeDecodeError, ValueError):
+            return _text(400, "body is not a form")
+        signature = request.headers.get("x-twilio-signature")
+        if not signature or not self.validator.validate(self.called_url(request), form, signature):
+            log.warning("whatsapp webhook: missing or invalid X-Twilio-Signature; refused")
+            return _text(403, "invalid signature")
+        if form.get("AccountSid") != self.account_sid:
+            log.warning("whatsapp webhook: message for another account; refused")
+            return _text(403, "unknown account")
+        missing = [name for name in ("MessageSid", "From", "To") if not form.get(name)]
+        if missing:
+            return _text(400, f"missing fields: {', '.join(missing)}")
+        if any("\x00" in value for value in form.values()):  # PostgreSQL text cannot hold it
+            return _text(400, "fields must not contain NUL characters")
+        try:
+            num_media = int(form.get("NumMedia") or "0")
+        except ValueError:
+            return _text(400, "NumMedia is not a number")
+        message = Inbound(
+            message_sid=form["MessageSid"],
+            account_sid=form["AccountSid"],
+            sender=form["From"],
+            recipient=form["To"],
+            body=form.get("Body", ""),
+            num_media=num_media,
+            profile_name=form.get("ProfileName"),
+        )
+        try:
+            new = await self.service.accept(message)
+        except Exception as exc:  # Twilio retries a failed delivery: nothing is lost
+            log.error("whatsapp webhook: could not store %s: %s", message.message_sid,
+                      type(exc).__name__)
+            return _text(503, "temporarily unable to accept the message; retry")
+        if not new:
+            log.info("whatsapp message %s was already accepted; redelivery ignored",
+                     message.message_sid)
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+
+def whatsapp_routes(webhook: TwilioWebhook) -> list[Route]:
+    return [Route(PATH, webhook.handle, methods=["POST"])]

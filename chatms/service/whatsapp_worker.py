@@ -1,0 +1,149 @@
+"""The background worker that answers accepted WhatsApp messages, resuming any left pending.
+
+It claims one message at a time from PostgreSQL (several replicas may run it: a claim is a
+lease, renewed while its holder works and lapsing when the holder dies) and processes up to
+`concurrency` messages of different senders at once; a sender's messages go one after the
+other, oldest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from chatms.service.whatsapp import ClaimLost, Job, Retry, SendFailed, WhatsAppService
+
+log = logging.getLogger("chatms.whatsapp")
+
+
+class WhatsAppWorker:
+    def __init__(
+        self,
+        service: WhatsAppService,
+        claim_seconds: float = 30.0,
+        concurrency: int = 8,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.service = service
+        self.claim_seconds = claim_seconds
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="whatsapp-worker")
+
+    async def stop(self, grace: float) -> None:
+        """Claim nothing more; give jobs in flight `grace` seconds, then cancel them.
+
+        A cancelled job keeps its row: its claim lapses and the next start picks it up.
+        """
+        self._stopping = True
+        self.service.arrived.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def _run(self) -> None:
+        arrived = self.service.arrived
+        while not self._stopping:
+            arrived.clear()
+            try:
+                while len(self._tasks) < self.concurrency and not self._stopping:
+                    job = await self.service.store.claim(str(uuid.uuid4()), self.claim_seconds)
+                    if job is None:
+                        break
+                    task = asyncio.create_task(self._handle(job))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._done)
+            except Exception as exc:  # the database is away: try again at the next poll
+                log.warning("whatsapp claim failed: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_seconds):
+                    await arrived.wait()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.service.arrived.set()  # the sender's next message may be claimable now
+
+    async def _handle(self, job: Job) -> None:
+        work = asyncio.create_task(self._process(job))
+        beat = asyncio.create_task(self._heartbeat(job, work))
+        try:
+            await work
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is None or not me.cancelling():
+                return  # the heartbeat stopped a job whose claim was lost
+            # Shutdown: hand the job back now rather than when its claim lapses.
+            await asyncio.shield(self._release(job))
+            raise
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+
+    async def _release(self, job: Job) -> None:
+        try:
+            await self.service.store.reschedule(job, 0.0, "interrupted by shutdown", False)
+        except Exception as exc:
+            log.warning("whatsapp message %s not released (%s); its claim will lapse",
+                        job.message_sid, type(exc).__name__)
+
+    async def _heartbeat(self, job: Job, work: asyncio.Task[None]) -> None:
+        """Renew the claim while the job runs; cancel the job if the claim was lost."""
+        while True:
+            await asyncio.sleep(self.claim_seconds / 3)
+            try:
+                kept = await self.service.store.renew(
+                    job.message_sid, job.token, self.claim_seconds
+                )
+            except Exception as exc:
+                log.warning("whatsapp claim renewal failed: %s", type(exc).__name__)
+                continue
+            if not kept:
+                log.warning("whatsapp message %s: claim lost; stopping", job.message_sid)
+                work.cancel()
+                return
+
+    async def _process(self, job: Job) -> None:
+        store = self.service.store
+        try:
+            await self.service.process(job)
+            log.info("whatsapp message %s answered in %d part(s)", job.message_sid,
+                     len(job.parts or []))
+        except Retry as retry:
+            failures = job.failures + (1 if retry.failure else 0)
+            if failures >= self.service.policy.max_failures:
+                log.error("whatsapp message %s failed for good: %s", job.message_sid, retry)
+                await store.fail(job, str(retry))
+            else:
+                log.info("whatsapp message %s retried in %.1fs: %s", job.message_sid,
+                         retry.delay, retry)
+                await store.reschedule(job, retry.delay, str(retry), retry.failure)
+        except SendFailed as exc:
+            log.error("whatsapp message %s refused by Twilio: %s", job.message_sid, exc)
+            await store.fail(job, str(exc))
+        except ClaimLost:
+            log.warning("whatsapp message %s: claim lost", job.message_sid)
+        except Exception as exc:
+            # A bug or an outage: recorded on the row and retried later, never dropped silently.
+            log.exception("whatsapp message %s failed", job.message_sid)
+            failures = job.failures + 1
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            try:
+                if failures >= self.service.policy.max_failures:
+                    await store.fail(job, error)
+                else:
+                    await store.reschedule(job, min(2.0**failures, 300.0), error, True)
+            except Exception as again:
+                log.warning("whatsapp message %s: recording the failure failed (%s); its claim"
+                            " will lapse and it will be retried", job.message_sid,
+                            type(again).__name__)

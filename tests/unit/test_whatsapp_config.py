@@ -1,0 +1,46 @@
+"""WhatsApp settings: optional, checked at start, and the token is never described."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatms.config import ConfigError, load_settings
+
+SID = "AC" + "0123456789abcdef" * 2
+
+
+def test_whatsapp_is_off_until_both_credentials_are_set() -> None:
+    """Twilio is configured only with both the Account SID and the Auth Token."""
+    assert not load_settings({}).whatsapp_configured
+    assert not load_settings({"TWILIO_ACCOUNT_SID": SID}).whatsapp_configured
+    s = load_settings({"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "secret-token-xyz"})
+    assert s.whatsapp_configured and s.twilio_api_base_url == "https://api.twilio.com"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"TWILIO_ACCOUNT_SID": "not-a-sid"}, "TWILIO_ACCOUNT_SID"),
+        ({"PUBLIC_BASE_URL": "example.com"}, "PUBLIC_BASE_URL"),
+        ({"TWILIO_API_BASE_URL": "ftp://x"}, "TWILIO_API_BASE_URL"),
+        ({"WHATSAPP_MAX_BODY_CHARS": "0"}, "WHATSAPP_MAX_BODY_CHARS"),
+        ({"WHATSAPP_SEND_RATE": "fast"}, "WHATSAPP_SEND_RATE"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
+    """Each bad WhatsApp value is refused with a message naming its variable."""
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env)
+
+
+def test_public_base_url_loses_its_trailing_slash() -> None:
+    """PUBLIC_BASE_URL is joined with the request path, so a trailing slash is dropped."""
+    s = load_settings({"PUBLIC_BASE_URL": "https://chat.example.com/"})
+    assert s.public_base_url == "https://chat.example.com"
+
+
+def test_describe_hides_the_auth_token() -> None:
+    """The loggable description says the token is set, never what it is."""
+    s = load_settings({"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "secret-token-xyz"})
+    text = repr(s.describe())
+    assert "secret-token-xyz" not in text and "'twilio_auth_token': 'set'" in text
