@@ -25,6 +25,7 @@ from chatms.config import Settings
 from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc import ChatGrpcService, require_token
 from chatms.entrypoints.http import build_http_app
+from chatms.entrypoints.http_chat import chat_routes, json_errors
 from chatms.service.chats import ChatService, TurnPolicy
 
 log = logging.getLogger("chatms")
@@ -100,8 +101,9 @@ class App:
         web.bind = [f"{s.web_host}:{s.web_port}"]
         web.graceful_timeout = 1.0
         routes: list[BaseRoute] = []
+        routes += chat_routes(self.chats, TokenCheck(token), s.max_body_bytes)
         self._web_task = asyncio.create_task(
-            serve(build_http_app(routes), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
+            serve(json_errors(build_http_app(routes)), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
         )
         log.info("chatms ready: gRPC on %s:%d, HTTP on %s:%d (model %s)",
                  s.grpc_host, s.grpc_port, s.web_host, s.web_port, s.model)
