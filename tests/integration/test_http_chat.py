@@ -149,6 +149,25 @@ async def test_request_errors(start_app) -> None:
         assert wrong.json()["error"]["code"] == "method_not_allowed"
 
 
+async def test_busy_chat_is_409(start_app, fake_openai: FakeOpenAI) -> None:
+    """A second turn on a chat whose turn is still streaming answers 409 chat_busy."""
+    app = await start_app()
+    user = new_user()
+    async with client(app) as http:
+        chat_id = (await http.post("/chat", headers=AUTH, json={
+            "user_id": user, "user_message": "start"})).json()["chat_id"]
+        fake_openai.queue(Script(pieces=["slow", " answer"], gap=1.0))
+        payload = {"chat_id": chat_id, "user_id": user, "user_message": "slow one"}
+        slow = asyncio.ensure_future(http.post("/chat", json=payload, headers=AUTH))
+        for _ in range(100):  # until the slow turn has reached the upstream
+            if len(fake_openai.requests) == 2:
+                break
+            await asyncio.sleep(0.02)
+        busy = await http.post("/chat", json=payload, headers=AUTH)
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "chat_busy"
+        assert (await slow).json()["content"] == "slow answer"
+
+
 async def test_body_over_limit_is_413(start_app) -> None:
     """A body over MAX_BODY_BYTES is refused with 413, declared or streamed in chunks."""
     app = await start_app(MAX_BODY_BYTES="1024")
