@@ -28,6 +28,7 @@ from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc import ChatGrpcService, require_token
 from chatms.entrypoints.grpc_codec import GuardedProtoCodec
 from chatms.entrypoints.http import build_http_app
+from chatms.entrypoints.http_chat import chat_routes, json_errors
 from chatms.entrypoints.whatsapp import TwilioWebhook, whatsapp_routes
 from chatms.service.chats import ChatService, TurnPolicy
 from chatms.service.whatsapp import Pacer, WhatsAppPolicy, WhatsAppService
@@ -112,13 +113,14 @@ class App:
         web.bind = [f"{s.web_host}:{s.web_port}"]
         web.graceful_timeout = 1.0
         routes: list[BaseRoute] = []
+        routes += chat_routes(self.chats, TokenCheck(token), s.max_body_bytes)
         self._start_whatsapp()
         routes += whatsapp_routes(TwilioWebhook(
             self.whatsapp, s.twilio_account_sid, s.twilio_auth_token, s.public_base_url,
             s.max_body_bytes,
         ))
         self._web_task = asyncio.create_task(
-            serve(build_http_app(routes), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
+            serve(json_errors(build_http_app(routes)), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
         )
         log.info("chatms ready: gRPC on %s:%d, HTTP on %s:%d (model %s)",
                  s.grpc_host, s.grpc_port, s.web_host, s.web_port, s.model)

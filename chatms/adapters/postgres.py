@@ -28,7 +28,7 @@ from chatms.domain.model import (
     PendingTurn,
     Role,
 )
-from chatms.service.ports import ChatPage, ChatSummary, Lease, StoredMessage
+from chatms.service.ports import ChatDetail, ChatPage, ChatSummary, Lease, StoredMessage
 
 log = logging.getLogger("chatms.postgres")
 
@@ -343,17 +343,20 @@ class PostgresChatRepository:
         return ChatPage(chats, _encode_cursor(chats[-1].updated_at, chats[-1].id) if more else None)
 
     async def messages(self, chat_id: str, owner: str) -> list[StoredMessage]:
+        return (await self.chat(chat_id, owner)).messages
+
+    async def chat(self, chat_id: str, owner: str) -> ChatDetail:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT m.seq, m.role, m.content, m.tokens, m.erased, m.completion,"
-                " m.finish_reason, m.created_at"
+                "SELECT c.status AS chat_status, m.seq, m.role, m.content, m.tokens, m.erased,"
+                " m.completion, m.finish_reason, m.created_at"
                 " FROM chats c LEFT JOIN messages m ON m.chat_id = c.id"
                 " WHERE c.id = $1 AND c.owner_id = $2 ORDER BY m.seq",
                 chat_id, owner,
             )
         if not rows:
             raise ChatNotFound()
-        return [
+        messages = [
             StoredMessage(
                 r["seq"], r["role"], r["content"], r["tokens"], r["erased"],
                 r["completion"], r["finish_reason"], r["created_at"],
@@ -361,6 +364,7 @@ class PostgresChatRepository:
             for r in rows
             if r["seq"] is not None
         ]
+        return ChatDetail(chat_id, rows[0]["chat_status"], messages)
 
     async def end(self, chat_id: str, owner: str) -> None:
         async with self._conn() as conn:

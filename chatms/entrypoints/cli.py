@@ -1,4 +1,4 @@
-"""`chatms serve | migrate | protos`."""
+"""`chatms serve | migrate | protos | chat`."""
 
 from __future__ import annotations
 
@@ -56,7 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("serve", help="run the gRPC and HTTP servers")
     commands.add_parser("migrate", help="apply database migrations and exit")
     commands.add_parser("protos", help="regenerate chatms/protogen from protos/")
+    from chatms.entrypoints import chat_cli
+
+    chat_cli.add_parser(commands)
     args = parser.parse_args(argv)
+
+    if args.command == "chat":
+        load_dotenv_file()
+        return chat_cli.main(args)
 
     if args.command == "protos":
         from chatms.protos import regenerate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from grpclib import GRPCError
 from grpclib.const import Status
@@ -11,8 +12,11 @@ from grpclib.server import Server
 
 from chatms.domain import errors
 from chatms.entrypoints.auth import TokenCheck
+from chatms.protogen import pb
 from chatms.protogen.pb import ChatRequest, ChatResponse, ChatServiceBase
-from chatms.service.chats import ChatService
+from chatms.service.chats import ChatService, parse_chat_id
+
+DEFAULT_PAGE = 20
 
 # Most specific first: the first matching class decides the status.
 STATUS_FOR: tuple[tuple[type[errors.ChatError], Status], ...] = (
@@ -61,6 +65,54 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
                     yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content="")
         except errors.ChatError as exc:
             raise grpc_error(exc) from None
+
+    async def list_chats(self, message: pb.ListChatsRequest) -> pb.ListChatsResponse:
+        try:
+            page = await self.chats.chats(
+                message.user_id, message.limit or DEFAULT_PAGE, message.cursor or None
+            )
+        except errors.ChatError as exc:
+            raise grpc_error(exc) from None
+        return pb.ListChatsResponse(
+            chats=[
+                pb.ChatSummary(
+                    chat_id=c.id, status=c.status, title=c.title or "",
+                    message_count=c.message_count, created_at=_rfc3339(c.created_at),
+                    updated_at=_rfc3339(c.updated_at),
+                )
+                for c in page.chats
+            ],
+            next_cursor=page.next_cursor or "",
+        )
+
+    async def get_chat(self, message: pb.GetChatRequest) -> pb.GetChatResponse:
+        try:
+            chat = await self.chats.chat(message.user_id, message.chat_id)
+        except errors.ChatError as exc:
+            raise grpc_error(exc) from None
+        return pb.GetChatResponse(
+            chat_id=chat.id,
+            status=chat.status,
+            messages=[
+                pb.StoredMessage(
+                    seq=m.seq, role=m.role, content=m.content, tokens=m.tokens,
+                    erased=m.erased, completion=m.completion,
+                    finish_reason=m.finish_reason or "", created_at=_rfc3339(m.created_at),
+                )
+                for m in chat.messages
+            ],
+        )
+
+    async def end_chat(self, message: pb.EndChatRequest) -> pb.EndChatResponse:
+        try:
+            await self.chats.end(message.user_id, message.chat_id)
+        except errors.ChatError as exc:
+            raise grpc_error(exc) from None
+        return pb.EndChatResponse(chat_id=parse_chat_id(message.chat_id), status="ended")
+
+
+def _rfc3339(stamp: datetime) -> str:
+    return stamp.isoformat()
 
 
 def require_token(server: Server, check: TokenCheck) -> None:

@@ -25,6 +25,7 @@ from chatms.domain.errors import (
 )
 from chatms.domain.model import Chat, ChatConfig, Completion, PendingTurn, Usage
 from chatms.service.ports import (
+    ChatDetail,
     ChatPage,
     ChatRepository,
     CompletionClient,
@@ -136,15 +137,30 @@ class ChatService:
         return Turn(self, user_id, chat_id, text, transport)
 
     async def history(self, user_id: str, chat_id: str) -> list[StoredMessage]:
-        return await self.repo.messages(parse_chat_id(chat_id), user_id)
+        return (await self.chat(user_id, chat_id)).messages
+
+    async def chat(self, user_id: str, chat_id: str) -> ChatDetail:
+        """One of the user's chats with its status and every stored message."""
+        self._check_user(user_id)
+        return await self.repo.chat(parse_chat_id(chat_id), user_id)
 
     async def chats(self, user_id: str, limit: int = 20, cursor: str | None = None) -> ChatPage:
+        self._check_user(user_id)
         if not 1 <= limit <= 100:
             raise InvalidInput("limit must be between 1 and 100")
         return await self.repo.list_chats(user_id, limit, cursor)
 
     async def end(self, user_id: str, chat_id: str) -> None:
+        self._check_user(user_id)
         await self.repo.end(parse_chat_id(chat_id), user_id)
+
+    def _check_user(self, user_id: str) -> None:
+        if not user_id or not user_id.strip():
+            raise InvalidInput("user_id must not be empty")
+        if len(user_id) > self.policy.max_user_id_chars:
+            raise PayloadTooLarge(
+                f"user_id is longer than {self.policy.max_user_id_chars} characters"
+            )
 
     def stop_accepting(self) -> None:
         """Refuse new turns from now on; turns in flight go on."""

@@ -56,6 +56,15 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatDetail:
+    """One chat as its owner sees it: status and every stored message in order."""
+
+    id: str
+    status: str
+    messages: list[StoredMessage]
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     """Exclusive right to run a turn on one chat until `seconds` have passed."""
 
@@ -97,6 +106,10 @@ class ChatRepository(Protocol):
         """Every stored message of the owner's chat, erased ones included, in order."""
         ...
 
+    async def chat(self, chat_id: str, owner: str) -> ChatDetail:
+        """The owner's chat with its status and messages. Raises ChatNotFound."""
+        ...
+
     async def end(self, chat_id: str, owner: str) -> None:
         """Mark the owner's chat ended. Raises ChatNotFound."""
         ...
@@ -104,6 +117,7 @@ class ChatRepository(Protocol):
 
 # Re-exported so that callers of the service need not reach into the domain package.
 __all__ = [
+    "ChatDetail",
     "ChatPage",
     "ChatRepository",
     "ChatSummary",

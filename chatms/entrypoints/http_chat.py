@@ -1,0 +1,331 @@
+"""The HTTP chat door: `POST /chat` (JSON or Server-Sent Events) and the history routes.
+
+Thin like the gRPC door: every turn runs through `ChatService.turn`, and domain errors map
+to HTTP statuses in the one table below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from chatms.domain import errors
+from chatms.domain.model import Usage
+from chatms.entrypoints.auth import TokenCheck
+from chatms.service.chats import ChatService, parse_chat_id
+
+# Most specific first: the first matching class decides (status, code).
+# UpstreamUnavailable is 502: the upstream failed us; 503 is kept for our own unavailability.
+HTTP_STATUS_FOR: tuple[tuple[type[errors.ChatError], int, str], ...] = (
+    (errors.MessageTooLarge, 413, "message_too_large"),
+    (errors.PayloadTooLarge, 413, "payload_too_large"),
+    (errors.InvalidInput, 400, "invalid_argument"),
+    (errors.ChatNotFound, 404, "not_found"),
+    (errors.ChatEnded, 409, "chat_ended"),
+    (errors.ChatBusy, 409, "chat_busy"),
+    (errors.NotConfigured, 503, "not_configured"),
+    (errors.Unavailable, 503, "unavailable"),
+    (errors.UpstreamRateLimited, 429, "upstream_rate_limited"),
+    (errors.UpstreamTimeout, 504, "upstream_timeout"),
+    (errors.UpstreamRejected, 502, "upstream_rejected"),
+    (errors.UpstreamUnavailable, 502, "upstream_unavailable"),
+)
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+DEFAULT_PAGE = 20
+
+
+def http_error(exc: errors.ChatError) -> tuple[int, str]:
+    for kind, status, code in HTTP_STATUS_FOR:
+        if isinstance(exc, kind):
+            return status, code
+    return 500, "internal"
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"www-authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def chat_error_response(exc: errors.ChatError) -> JSONResponse:
+    status, code = http_error(exc)
+    return error_response(status, code, str(exc))
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def _event(name: bytes, data: dict[str, Any]) -> bytes:
+    return b"event: " + name + b"\ndata: " + _json(data) + b"\n\n"
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    """Return when the client goes away; the request body has already been read."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class TurnExchange:
+    """An ASGI response that runs one turn and answers it as JSON or as Server-Sent Events.
+
+    The turn runs beside a watcher of the client's connection: a disconnect cancels the
+    turn at once (it then stores the partial answer flagged cancelled), even while the
+    upstream is silent. Errors before the first byte is sent are JSON with a status.
+    """
+
+    def __init__(
+        self, chats: ChatService, user_id: str, chat_id: str | None, text: str, sse: bool
+    ) -> None:
+        self.chats = chats
+        self.user_id = user_id
+        self.chat_id = chat_id
+        self.text = text
+        self.sse = sse
+        self.started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        work = asyncio.ensure_future(self._run(send))
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            work.cancel()  # no-op when the turn is done; else the client left
+            await asyncio.gather(work, gone, return_exceptions=True)
+        if not work.cancelled() and (failure := work.exception()) is not None:
+            raise failure
+
+    async def _run(self, send: Send) -> None:
+        try:
+            await self._turn(send)
+        except errors.ChatError as exc:
+            status, code = http_error(exc)
+            if self.started:
+                await send({"type": "http.response.body", "more_body": False,
+                            "body": _event(b"error", error_body(code, str(exc)))})
+            else:
+                await self._send_json(send, status, error_body(code, str(exc)))
+
+    async def _turn(self, send: Send) -> None:
+        async with self.chats.turn(self.user_id, self.chat_id, self.text, "http") as turn:
+            deltas = aiter(turn)
+            if self.sse:
+                # Wait for the first delta before the headers, so that upstream failures
+                # before the answer starts still get a fitting status code.
+                first = await anext(deltas, None)
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": SSE_HEADERS})
+                self.started = True
+                if first is not None:
+                    await self._send_more(send, _event(
+                        b"delta", {"chat_id": turn.chat_id, "delta": first}))
+                    async for delta in deltas:
+                        await self._send_more(send, b"event: delta\ndata: "
+                                              + _json({"delta": delta}) + b"\n\n")
+            else:
+                async for _ in deltas:
+                    pass
+        # Leaving the turn stored it: only now is the answer reported as done.
+        content = turn.content
+        if not self.sse:
+            await self._send_json(send, 200, {
+                "chat_id": turn.chat_id, "user_id": self.user_id, "content": content})
+            return
+        usage = turn.result.usage or Usage(0, self.chats.counter.count(content))
+        done = {
+            "chat_id": turn.chat_id,
+            "content": content,
+            "finish_reason": turn.result.finish_reason,
+            "usage": {"prompt_tokens": usage.prompt_tokens,
+                      "completion_tokens": usage.completion_tokens},
+        }
+        await send({"type": "http.response.body", "body": _event(b"done", done),
+                    "more_body": False})
+
+    @staticmethod
+    async def _send_more(send: Send, body: bytes) -> None:
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _send_json(self, send: Send, status: int, obj: dict[str, Any]) -> None:
+        self.started = True
+        await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+        await send({"type": "http.response.body", "body": _json(obj), "more_body": False})
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(endpoint: Endpoint) -> Endpoint:
+    """Turn domain errors raised before a response exists into JSON errors."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except errors.ChatError as exc:
+            return chat_error_response(exc)
+
+    return guarded
+
+
+def _text_field(data: dict[str, Any], name: str, required: bool = True) -> str | None:
+    value = data.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise errors.InvalidInput(f"{name} must be a string")
+    return value
+
+
+def _stamp(value: datetime) -> str:
+    return value.isoformat()
+
+
+class HttpChat:
+    def __init__(self, chats: ChatService, tokens: TokenCheck, max_body_bytes: int) -> None:
+        self.chats = chats
+        self.tokens = tokens
+        self.max_body_bytes = max_body_bytes
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/chat", _guarded(self.chat), methods=["POST"]),
+            Route("/chats", _guarded(self.list_chats), methods=["GET"]),
+            Route("/chats/{chat_id}", _guarded(self.get_chat), methods=["GET"]),
+            Route("/chats/{chat_id}/end", _guarded(self.end_chat), methods=["POST"]),
+        ]
+
+    def _authorized(self, request: Request) -> bool:
+        return self.tokens.accepts(request.headers.get("authorization"))
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        """The JSON object in the body, refused once it passes the byte limit."""
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise errors.InvalidInput("Content-Length is not a number")
+            if int(declared) > limit:
+                raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise errors.InvalidInput("request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise errors.InvalidInput("request body must be a JSON object")
+        return data
+
+    async def chat(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _unauthorized()
+        data = await self._body(request)
+        user_id = _text_field(data, "user_id")
+        text = _text_field(data, "user_message")
+        chat_id = _text_field(data, "chat_id", required=False)
+        assert user_id is not None and text is not None
+        # Checked here too, so bad input is refused before the exchange starts.
+        self.chats.validate(user_id, chat_id, text)
+        sse = "text/event-stream" in request.headers.get("accept", "")
+        return TurnExchange(self.chats, user_id, chat_id, text, sse)  # type: ignore[return-value]
+
+    async def list_chats(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _unauthorized()
+        raw_limit = request.query_params.get("limit")
+        if raw_limit is not None and not raw_limit.isdigit():
+            raise errors.InvalidInput("limit must be a whole number")
+        page = await self.chats.chats(
+            request.query_params.get("user_id", ""),
+            int(raw_limit) if raw_limit is not None else DEFAULT_PAGE,
+            request.query_params.get("cursor") or None,
+        )
+        return JSONResponse({
+            "chats": [
+                {"chat_id": c.id, "status": c.status, "title": c.title,
+                 "message_count": c.message_count, "created_at": _stamp(c.created_at),
+                 "updated_at": _stamp(c.updated_at)}
+                for c in page.chats
+            ],
+            "next_cursor": page.next_cursor,
+        })
+
+    async def get_chat(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _unauthorized()
+        chat = await self.chats.chat(
+            request.query_params.get("user_id", ""), request.path_params["chat_id"]
+        )
+        return JSONResponse({
+            "chat_id": chat.id,
+            "status": chat.status,
+            "messages": [
+                {"seq": m.seq, "role": m.role, "content": m.content, "tokens": m.tokens,
+                 "erased": m.erased, "completion": m.completion,
+                 "finish_reason": m.finish_reason, "created_at": _stamp(m.created_at)}
+                for m in chat.messages
+            ],
+        })
+
+    async def end_chat(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _unauthorized()
+        data = await self._body(request)
+        user_id = _text_field(data, "user_id")
+        assert user_id is not None
+        chat_id = request.path_params["chat_id"]
+        await self.chats.end(user_id, chat_id)
+        return JSONResponse({"chat_id": parse_chat_id(chat_id), "status": "ended"})
+
+
+def _unauthorized() -> JSONResponse:
+    return error_response(401, "unauthenticated", "missing or invalid authorization token")
+
+
+def chat_routes(chats: ChatService, tokens: TokenCheck, max_body_bytes: int) -> list[BaseRoute]:
+    """The chat and history routes, for the HTTP app's `routes` list."""
+    return HttpChat(chats, tokens, max_body_bytes).routes()
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    response = error_response(exc.status_code, code, str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    # Starlette logs the exception; the client gets no trace and no detail.
+    return error_response(500, "internal", "internal error")
+
+
+def json_errors(app: Starlette) -> Starlette:
+    """Unknown paths, wrong methods and crashes answer the same JSON error shape."""
+    app.add_exception_handler(HTTPException, _http_exception)
+    app.add_exception_handler(Exception, _internal)
+    return app

@@ -1,0 +1,77 @@
+"""httpx helpers for the HTTP door: JSON calls and a Server-Sent Events reader."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.fakes.openai import FakeOpenAI
+from tests.support import AUTH_TOKEN
+
+AUTH = {"authorization": AUTH_TOKEN}
+
+
+def base_url(app: object) -> str:
+    return f"http://127.0.0.1:{app.settings.web_port}"  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client for the app, once its HTTP listener (started in a task) answers."""
+    async with httpx.AsyncClient(base_url=base_url(app), timeout=20) as http:
+        for _ in range(100):
+            try:
+                await http.get("/healthz")
+                break
+            except httpx.ConnectError:
+                await asyncio.sleep(0.05)
+        yield http
+
+
+async def fake_settled(fake: FakeOpenAI, seconds: float = 5) -> None:
+    """Wait until the fake's last answer has finished or noticed its client left."""
+    seen = fake.requests[-1]
+    for _ in range(int(seconds / 0.05)):
+        if seen.finished or seen.closed_early_at is not None:
+            return
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class SseResult:
+    status: int
+    headers: httpx.Headers
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    body: Any = None  # the JSON body when the answer was not a stream
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [data for event, data in self.events if event == name]
+
+
+def parse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """Split an SSE body into (event, data) pairs; every event must end with a blank line."""
+    assert text.endswith("\n\n"), text[-50:]
+    events = []
+    for block in text.split("\n\n")[:-1]:
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        assert set(fields) == {"event", "data"}, block
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def chat_sse(http: httpx.AsyncClient, payload: dict[str, Any]) -> SseResult:
+    headers = {**AUTH, "accept": "text/event-stream"}
+    async with http.stream("POST", "/chat", json=payload, headers=headers) as response:
+        raw = (await response.aread()).decode()
+    result = SseResult(response.status_code, response.headers)
+    if response.headers["content-type"].startswith("text/event-stream"):
+        result.events = parse_events(raw)
+    else:
+        result.body = json.loads(raw)
+    return result
