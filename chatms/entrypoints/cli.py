@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -13,11 +12,10 @@ from chatms.config import ConfigError, Settings, load_dotenv_file, load_settings
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    """LOG_FORMAT=json: one JSON object per line; text: key=value fields after the message."""
+    from chatms.observability.logs import configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from grpclib import GRPCError
@@ -11,8 +12,9 @@ from grpclib.server import Server
 
 from chatms.domain import errors
 from chatms.entrypoints.auth import TokenCheck
+from chatms.observability.logs import request_id_from
 from chatms.protogen.pb import ChatRequest, ChatResponse, ChatServiceBase
-from chatms.service.chats import ChatService
+from chatms.service.chats import REQUEST_ID, ChatService
 
 # Most specific first: the first matching class decides the status.
 STATUS_FOR: tuple[tuple[type[errors.ChatError], Status], ...] = (
@@ -61,6 +63,14 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
                     yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content="")
         except errors.ChatError as exc:
             raise grpc_error(exc) from None
+        except asyncio.CancelledError:
+            if self.chats.accepting:
+                raise
+            # Ended by shutdown after the grace period: a clear status instead of a reset
+            # stream (grpclib cancels handlers on close and lets them answer).
+            raise GRPCError(
+                Status.UNAVAILABLE, "the server is shutting down; the partial answer was stored"
+            ) from None
 
 
 def require_token(server: Server, check: TokenCheck) -> None:
@@ -72,5 +82,16 @@ def require_token(server: Server, check: TokenCheck) -> None:
         presented = event.metadata.get("authorization")
         if not check.accepts(presented if isinstance(presented, str) else None):
             raise GRPCError(Status.UNAUTHENTICATED, "missing or invalid authorization token")
+
+    listen(server, RecvRequest, on_request)
+
+
+def tag_requests(server: Server) -> None:
+    """Tag each call's turns with its `x-request-id` metadata, when it has a usable one."""
+
+    async def on_request(event: RecvRequest) -> None:
+        # grpclib runs the handler in this same task, so it sees the id set here.
+        presented = event.metadata.get("x-request-id")
+        REQUEST_ID.set(request_id_from(presented if isinstance(presented, str) else None))
 
     listen(server, RecvRequest, on_request)
