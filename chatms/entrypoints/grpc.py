@@ -73,12 +73,15 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
             ) from None
 
 
+OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
 def require_token(server: Server, check: TokenCheck) -> None:
     """Refuse every call whose `authorization` metadata is not the service token."""
 
     async def on_request(event: RecvRequest) -> None:
-        if event.method_name.startswith("/grpc.health.v1.Health/"):
-            return  # probes carry no token
+        if event.method_name.startswith(OPEN_METHODS):
+            return  # probes carry no token; reflection tells only what protos/ says
         presented = event.metadata.get("authorization")
         if not check.accepts(presented if isinstance(presented, str) else None):
             raise GRPCError(Status.UNAUTHENTICATED, "missing or invalid authorization token")
