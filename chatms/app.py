@@ -131,6 +131,8 @@ class App:
         web = HypercornConfig()
         web.bind = [f"{s.web_host}:{s.web_port}"]
         web.graceful_timeout = 1.0
+        # Hypercorn's messages through our handlers and format, not a handler of its own.
+        web.errorlog = logging.getLogger("hypercorn.error")
         routes: list[BaseRoute] = [*ops_routes(ready, self.metrics)]
         self._web_task = asyncio.create_task(
             serve(build_http_app(routes), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
