@@ -189,3 +189,25 @@ async def test_streams_in_flight_counts_a_running_stream(start_app, fake_openai)
     assert during[("chatms_streams_in_flight", (("transport", "grpc"),))] == 1
     after = samples((await get(app, "/metrics")).text)
     assert after[("chatms_streams_in_flight", (("transport", "grpc"),))] == 0
+
+
+async def test_http_requests_tag_turns_with_their_request_id() -> None:
+    """The HTTP door hands a usable x-request-id to the turns a request runs, and only to it."""
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from chatms.entrypoints.http import build_http_app
+    from chatms.service.chats import REQUEST_ID
+
+    async def seen(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(REQUEST_ID.get() or "<none>")
+
+    app = build_http_app([Route("/seen", seen)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://chatms") as client:
+        tagged = await client.get("/seen", headers={"x-request-id": "req-7"})
+        bad = await client.get("/seen", headers={"x-request-id": "has space"})
+        bare = await client.get("/seen")
+    assert (tagged.text, bad.text, bare.text) == ("req-7", "<none>", "<none>")
+    assert REQUEST_ID.get() is None
