@@ -19,17 +19,26 @@ from starlette.routing import BaseRoute
 
 from chatms.adapters.embedded_postgres import EmbeddedPostgres
 from chatms.adapters.openai import OpenAIClient, UpstreamSettings, build_http_client
-from chatms.adapters.postgres import PostgresChatRepository, create_pool, migrate
+from chatms.adapters.postgres import (
+    PostgresChatRepository,
+    create_pool,
+    migrate,
+    pending_migrations,
+)
 from chatms.adapters.tokenizer import load_counter
 from chatms.adapters.twilio import TwilioSender, build_twilio_http
 from chatms.adapters.whatsapp_store import PostgresWhatsAppStore
 from chatms.config import Settings
 from chatms.entrypoints.auth import TokenCheck
-from chatms.entrypoints.grpc import ChatGrpcService, require_token
+from chatms.entrypoints.grpc import ChatGrpcService, require_token, tag_requests
 from chatms.entrypoints.grpc_codec import GuardedProtoCodec
-from chatms.entrypoints.http import build_http_app
+from chatms.entrypoints.health import NotReady, Readiness, grpc_health
+from chatms.entrypoints.http import build_http_app, ops_routes
 from chatms.entrypoints.http_chat import chat_routes, json_errors
+from chatms.entrypoints.reflection import with_reflection
 from chatms.entrypoints.whatsapp import TwilioWebhook, whatsapp_routes
+from chatms.observability.logs import log_turn
+from chatms.observability.metrics import Metrics
 from chatms.service.chats import ChatService, TurnPolicy
 from chatms.service.whatsapp import Pacer, WhatsAppPolicy, WhatsAppService
 from chatms.service.whatsapp_worker import WhatsAppWorker
@@ -69,6 +78,21 @@ async def connect_database(settings: Settings) -> tuple[str, EmbeddedPostgres | 
     return url, embedded
 
 
+def readiness(pool: asyncpg.Pool, repo: PostgresChatRepository, chats: ChatService) -> Readiness:
+    """Ready when the database answers, its schema is current, and turns are accepted."""
+
+    async def migrations() -> None:
+        pending = await pending_migrations(pool)
+        if pending:
+            raise NotReady("pending: " + ", ".join(pending))
+
+    async def accepting() -> None:
+        if not chats.accepting:
+            raise NotReady("shutting down")
+
+    return Readiness({"database": repo.ping, "migrations": migrations, "accepting": accepting})
+
+
 @dataclass
 class App:
     """Everything `chatms serve` runs, built in `start` and torn down in `stop`."""
@@ -79,6 +103,7 @@ class App:
     http: httpx.AsyncClient | None = None
     chats: ChatService | None = None
     grpc_server: Server | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     _web_stop: asyncio.Event = field(default_factory=asyncio.Event)
     _web_task: asyncio.Task[Any] | None = None
     whatsapp: WhatsAppService | None = None
@@ -94,25 +119,35 @@ class App:
             # Printed once, to the terminal only: the operator needs it to call us.
             print(f"AUTH_TOKEN is not set; this run's token is: {token}", file=sys.stderr)
         url, self.embedded = await connect_database(s)
-        self.pool = await create_pool(url, max_size=s.db_pool_size)
+        self.pool = await create_pool(
+            url, max_size=s.db_pool_size, on_query=self.metrics.observe_query
+        )
         await migrate(self.pool)
         counter = await asyncio.to_thread(load_counter, s.model, offline=s.tiktoken_offline)
         self.http = build_http_client(upstream_settings(s))
         repo = PostgresChatRepository(self.pool, acquire_timeout=s.db_acquire_timeout)
         self.chats = ChatService(
-            repo, OpenAIClient(self.http, upstream_settings(s)), counter, turn_policy(s)
+            repo, OpenAIClient(self.http, upstream_settings(s)), counter, turn_policy(s),
+            observers=(self.metrics.observe_turn, log_turn),
         )
+        self.metrics.watch_streams(self.chats.streaming)
+        ready = readiness(self.pool, repo, self.chats)
 
+        services = [ChatGrpcService(self.chats)]
         self.grpc_server = Server(
-            [ChatGrpcService(self.chats)], codec=GuardedProtoCodec(s.grpc_max_message_bytes)
+            with_reflection([*services, grpc_health(ready, services)]),
+            codec=GuardedProtoCodec(s.grpc_max_message_bytes),
         )
         require_token(self.grpc_server, TokenCheck(token))
+        tag_requests(self.grpc_server)
         await self.grpc_server.start(s.grpc_host, s.grpc_port)
 
         web = HypercornConfig()
         web.bind = [f"{s.web_host}:{s.web_port}"]
         web.graceful_timeout = 1.0
-        routes: list[BaseRoute] = []
+        # Hypercorn's messages through our handlers and format, not a handler of its own.
+        web.errorlog = logging.getLogger("hypercorn.error")
+        routes: list[BaseRoute] = [*ops_routes(ready, self.metrics)]
         routes += chat_routes(self.chats, TokenCheck(token), s.max_body_bytes)
         self._start_whatsapp()
         routes += whatsapp_routes(TwilioWebhook(
@@ -149,7 +184,10 @@ class App:
         if self.whatsapp_worker is not None:
             await self.whatsapp_worker.stop(self.settings.shutdown_grace_seconds)
         if self.chats is not None:
+            # First, so /readyz and gRPC health say 503 / NOT_SERVING while we drain.
             self.chats.stop_accepting()
+            log.info("stopped accepting turns; waiting up to %gs for %d in flight",
+                     self.settings.shutdown_grace_seconds, self.chats.in_flight)
             if not await self.chats.wait_idle(self.settings.shutdown_grace_seconds):
                 log.warning("shutdown grace period over; ending %d turns", self.chats.in_flight)
         if self.grpc_server is not None:

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "protos"
 TARGET = Path(__file__).resolve().parent / "protogen"
 OPTIONS = ("client_generation=async", "server_generation=async")
+# The protos' descriptors, for gRPC server reflection (betterproto2 code carries none).
+DESCRIPTORS = "descriptors.binpb"
 
 
 def generate(out_dir: Path, proto_dir: Path = PROTO_DIR) -> list[Path]:
@@ -27,13 +29,14 @@ def generate(out_dir: Path, proto_dir: Path = PROTO_DIR) -> list[Path]:
     opts = [f"--python_betterproto2_opt={o}" for o in OPTIONS]
     command = [
         sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}",
-        f"--python_betterproto2_out={out_dir}", *opts, *protos,
+        f"--python_betterproto2_out={out_dir}", *opts,
+        f"--descriptor_set_out={out_dir / DESCRIPTORS}", "--include_imports", *protos,
     ]
-    # protoc finds its plugin (protoc-gen-python_betterproto2) on PATH: put this
-    # interpreter's scripts folder there, so a venv works without being activated.
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
-                                                  os.environ.get("PATH", "")])}
-    subprocess.run(command, check=True, capture_output=True, text=True, env=env)  # noqa: S603
+    # The plugin (and the ruff it formats with) sit beside this interpreter, on PATH or not.
+    path = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
+    subprocess.run(  # noqa: S603
+        command, check=True, capture_output=True, text=True, env={**os.environ, "PATH": path}
+    )
     return sorted(p.relative_to(out_dir) for p in out_dir.rglob("*") if p.is_file())
 
 

@@ -29,5 +29,7 @@ class RedactSecrets(logging.Filter):
 def protect(handler: logging.Handler, secrets: Iterable[str | None]) -> None:
     """Redact `secrets` from everything `handler` writes; quiet the header-dumping libraries."""
     handler.addFilter(RedactSecrets(secrets))
+    floor = max(logging.INFO, logging.getLogger().level)
     for name in CHATTY_LIBRARIES:
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+        library = logging.getLogger(name)
+        library.setLevel(max(library.level, floor))

@@ -8,6 +8,7 @@ Both are single statements, so each is atomic and one round trip.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,19 +39,35 @@ T = TypeVar("T")
 MIGRATION_LOCK_KEY = 0x63686174_6D73
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+# Told (statement text, seconds, failed) after each statement; the driver calls it
+# soon after, outside the query's own path.
+QueryObserver = Callable[[str, float, bool], None]
+
+
+async def _init_connection(
+    conn: asyncpg.Connection, on_query: QueryObserver | None = None
+) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    if on_query is not None:
+        conn.add_query_logger(
+            lambda q: on_query(q.query, q.elapsed, q.exception is not None)
+        )
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, command_timeout: float = 10.0
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    command_timeout: float = 10.0,
+    on_query: QueryObserver | None = None,
 ) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=command_timeout,
-        init=_init_connection,
+        init=functools.partial(_init_connection, on_query=on_query),
     )
 
 

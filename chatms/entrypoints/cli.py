@@ -14,11 +14,10 @@ from chatms.redaction import protect
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    """LOG_FORMAT=json: one JSON object per line; text: key=value fields after the message."""
+    from chatms.observability.logs import configure
+
+    configure(settings.log_level, settings.log_format)
     for handler in logging.getLogger().handlers:
         protect(handler, settings.secrets)
 

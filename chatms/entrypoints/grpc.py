@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -12,9 +13,10 @@ from grpclib.server import Server
 
 from chatms.domain import errors
 from chatms.entrypoints.auth import TokenCheck
+from chatms.observability.logs import request_id_from
 from chatms.protogen import pb
 from chatms.protogen.pb import ChatRequest, ChatResponse, ChatServiceBase
-from chatms.service.chats import ChatService, parse_chat_id
+from chatms.service.chats import REQUEST_ID, ChatService, parse_chat_id
 
 DEFAULT_PAGE = 20
 
@@ -65,6 +67,14 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
                     yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content="")
         except errors.ChatError as exc:
             raise grpc_error(exc) from None
+        except asyncio.CancelledError:
+            if self.chats.accepting:
+                raise
+            # Ended by shutdown after the grace period: a clear status instead of a reset
+            # stream (grpclib cancels handlers on close and lets them answer).
+            raise GRPCError(
+                Status.UNAVAILABLE, "the server is shutting down; the partial answer was stored"
+            ) from None
 
     async def list_chats(self, message: pb.ListChatsRequest) -> pb.ListChatsResponse:
         try:
@@ -115,14 +125,28 @@ def _rfc3339(stamp: datetime) -> str:
     return stamp.isoformat()
 
 
+OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
 def require_token(server: Server, check: TokenCheck) -> None:
     """Refuse every call whose `authorization` metadata is not the service token."""
 
     async def on_request(event: RecvRequest) -> None:
-        if event.method_name.startswith("/grpc.health.v1.Health/"):
-            return  # probes carry no token
+        if event.method_name.startswith(OPEN_METHODS):
+            return  # probes carry no token; reflection tells only what protos/ says
         presented = event.metadata.get("authorization")
         if not check.accepts(presented if isinstance(presented, str) else None):
             raise GRPCError(Status.UNAUTHENTICATED, "missing or invalid authorization token")
+
+    listen(server, RecvRequest, on_request)
+
+
+def tag_requests(server: Server) -> None:
+    """Tag each call's turns with its `x-request-id` metadata, when it has a usable one."""
+
+    async def on_request(event: RecvRequest) -> None:
+        # grpclib runs the handler in this same task, so it sees the id set here.
+        presented = event.metadata.get("x-request-id")
+        REQUEST_ID.set(request_id_from(presented if isinstance(presented, str) else None))
 
     listen(server, RecvRequest, on_request)

@@ -1,11 +1,36 @@
-"""The HTTP door (Starlette): health for now."""
+"""The HTTP door (Starlette): health, readiness, metrics, and the routes each door adds."""
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from chatms.entrypoints.health import Readiness
+from chatms.observability.logs import request_id_from
+from chatms.observability.metrics import CONTENT_TYPE, Metrics
+from chatms.service.chats import REQUEST_ID
+
+
+class RequestIdMiddleware:
+    """Tags the turns a request runs with its `x-request-id` header, when it has a usable one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"x-request-id")
+        token = REQUEST_ID.set(request_id_from(header.decode("latin-1") if header else None))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -13,6 +38,24 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+def ops_routes(readiness: Readiness, metrics: Metrics) -> list[BaseRoute]:
+    """`/readyz` (every dependency answers) and `/metrics` (Prometheus text)."""
+
+    async def readyz(request: Request) -> JSONResponse:
+        ready, checks = await readiness.check()
+        body = {"status": "ok" if ready else "unavailable", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503,
+                            headers={"cache-control": "no-store"})
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return [Route("/readyz", readyz), Route("/metrics", metrics_text)]
+
+
 def build_http_app(routes: list[BaseRoute]) -> Starlette:
     """The Starlette app: health routes plus the routes each door contributes."""
-    return Starlette(routes=[Route("/healthz", healthz), *routes])
+    return Starlette(
+        routes=[Route("/healthz", healthz), *routes],
+        middleware=[Middleware(RequestIdMiddleware)],
+    )

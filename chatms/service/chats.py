@@ -10,7 +10,9 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -38,6 +40,10 @@ from chatms.service.ports import (
 log = logging.getLogger("chatms.turns")
 
 LONG_TEXT = 4096  # characters
+
+# Set by a door from the caller's `x-request-id` (or left unset for a fresh one), so each
+# door tags its turns without passing the id through every call.
+REQUEST_ID: ContextVar[str | None] = ContextVar("chatms_request_id", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,7 @@ class TurnReport:
     first_token_at: float | None = None
     finished: float = 0.0
     deltas: int = 0
+    request_id: str = ""
 
 
 TurnObserver = Callable[[TurnReport], None]
@@ -101,6 +108,8 @@ class ChatService:
         self.observers = observers
         self.accepting = True
         self.in_flight = 0
+        # Turns in flight per transport, read by the metrics at scrape time.
+        self.streaming: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
         # Turns still storing their result; shutdown waits for them.
@@ -192,12 +201,14 @@ class ChatService:
         task.add_done_callback(self._persisting.discard)
         return task
 
-    def _turn_started(self) -> None:
+    def _turn_started(self, transport: str) -> None:
         self.in_flight += 1
+        self.streaming[transport] += 1
         self._idle.clear()
 
-    def _turn_ended(self) -> None:
+    def _turn_ended(self, transport: str) -> None:
         self.in_flight -= 1
+        self.streaming[transport] -= 1
         if not self.in_flight:
             self._idle.set()
 
@@ -229,6 +240,7 @@ class Turn:
         self._created: asyncio.Task[None] | None = None
         self._stream: AsyncIterator[str] | None = None
         self.report = TurnReport(transport, "", user_id, chat_id is None, "error")
+        self.report.request_id = REQUEST_ID.get() or uuid.uuid4().hex
 
     async def __aenter__(self) -> Turn:
         svc = self._svc
@@ -262,7 +274,7 @@ class Turn:
                 raise
         self._chat = chat
         self.chat_id = self.report.chat_id = chat.id
-        svc._turn_started()
+        svc._turn_started(self.report.transport)
         return self
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -308,7 +320,7 @@ class Turn:
             if exc is None:
                 raise
         finally:
-            self._svc._turn_ended()
+            self._svc._turn_ended(self.report.transport)
             self._finish_report(completion, exc)
 
     def _completion_for(self, exc: BaseException | None) -> Completion:
@@ -394,4 +406,7 @@ class Turn:
                 log.exception("turn observer %r failed", observe)
 
 
-__all__ = ["ChatService", "Turn", "TurnObserver", "TurnPolicy", "TurnReport", "UpstreamError"]
+__all__ = [
+    "REQUEST_ID", "ChatService", "Turn", "TurnObserver", "TurnPolicy", "TurnReport",
+    "UpstreamError",
+]

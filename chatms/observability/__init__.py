@@ -1,0 +1,1 @@
+"""Metrics and structured logs, fed from the service's turn reports and the database driver."""
