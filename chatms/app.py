@@ -7,6 +7,7 @@ import logging
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,15 +182,21 @@ class App:
 
     async def stop(self) -> None:
         """Stop taking turns, let those in flight finish within the grace period, then close."""
-        if self.whatsapp_worker is not None:
-            await self.whatsapp_worker.stop(self.settings.shutdown_grace_seconds)
+        grace = self.settings.shutdown_grace_seconds
         if self.chats is not None:
             # First, so /readyz and gRPC health say 503 / NOT_SERVING while we drain.
             self.chats.stop_accepting()
             log.info("stopped accepting turns; waiting up to %gs for %d in flight",
-                     self.settings.shutdown_grace_seconds, self.chats.in_flight)
-            if not await self.chats.wait_idle(self.settings.shutdown_grace_seconds):
-                log.warning("shutdown grace period over; ending %d turns", self.chats.in_flight)
+                     grace, self.chats.in_flight)
+        # One grace period for everything in flight, WhatsApp jobs and streams alike.
+        waits: list[Awaitable[object]] = []
+        if self.whatsapp_worker is not None:
+            waits.append(self.whatsapp_worker.stop(grace))
+        if self.chats is not None:
+            waits.append(self.chats.wait_idle(grace))
+        idle = await asyncio.gather(*waits)
+        if self.chats is not None and idle[-1] is False:
+            log.warning("shutdown grace period over; ending %d turns", self.chats.in_flight)
         if self.grpc_server is not None:
             self.grpc_server.close()
             await self.grpc_server.wait_closed()
