@@ -90,7 +90,7 @@ class Settings:
     @property
     def secrets(self) -> tuple[str | None, ...]:
         """Values that must never appear in a log line or an error message."""
-        return (self.openai_api_key, self.auth_token)
+        return (self.openai_api_key, self.auth_token, self.twilio_auth_token)
 
     def describe(self) -> dict[str, object]:
         """The settings safe to log: secrets are shown only as set or unset."""

@@ -1,0 +1,69 @@
+"""No input to the HTTP chat route or the WhatsApp webhook produces a 500 (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, inbound_form, new_sender, sign
+from tests.support import AUTH_TOKEN as SERVICE_TOKEN
+from tests.support import ServeProcess
+
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=8,
+)
+FIELDS = st.fixed_dictionaries({}, optional={
+    "user_id": JSON_VALUES, "user_message": JSON_VALUES, "chat_id": JSON_VALUES,
+})
+
+
+@pytest.fixture
+def proc(serve, fake_twilio) -> Iterator[ServeProcess]:
+    yield serve(TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+                TWILIO_API_BASE_URL=fake_twilio.base_url, MAX_MESSAGE_CHARS="200")
+
+
+def answered_cleanly(reply: httpx.Response) -> None:
+    assert reply.status_code < 500 or reply.status_code in (502, 503, 504), reply.text
+    assert "Traceback" not in reply.text
+
+
+@SETTINGS
+@given(body=st.binary(max_size=300) | FIELDS.map(lambda d: json.dumps(d).encode()),
+       stream=st.booleans(), token=st.sampled_from([SERVICE_TOKEN, "", "Bearer x"]))
+def test_chat_route_never_fails_with_500(
+    proc: ServeProcess, body: bytes, stream: bool, token: str
+) -> None:
+    """Any body, JSON or not, any field types, any token: a clear status, never a 500."""
+    headers = {"authorization": token, "content-type": "application/json"}
+    if stream:
+        headers["accept"] = "text/event-stream"
+    reply = httpx.post(proc.http_url + "/chat", content=body, headers=headers, timeout=20)
+    answered_cleanly(reply)
+    if reply.headers.get("content-type", "").startswith("application/json"):
+        json.loads(reply.text)
+
+
+@SETTINGS
+@given(fields=st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=6),
+       body=st.text(max_size=300), signed=st.booleans())
+def test_webhook_never_fails_with_500(
+    proc: ServeProcess, fields: dict[str, str], body: str, signed: bool
+) -> None:
+    """Any extra fields and any text, signed or not: 200, 400 or 403, never a 500."""
+    url = proc.http_url + "/webhooks/twilio/whatsapp"
+    form = {**inbound_form(new_sender(), body), **fields}
+    headers = {"x-twilio-signature": sign(url, form) if signed else "bm9wZQ=="}
+    reply = httpx.post(url, data=form, headers=headers, timeout=20)
+    answered_cleanly(reply)
+    assert reply.status_code in (200, 400, 403)
