@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -144,7 +146,10 @@ class App:
         await self.grpc_server.start(s.grpc_host, s.grpc_port)
 
         web = HypercornConfig()
-        web.bind = [f"{s.web_host}:{s.web_port}"]
+        # Listen before start() returns, so callers can connect at once; Hypercorn takes
+        # over a duplicate of the socket and closes it when it stops.
+        with socket.create_server((s.web_host, s.web_port), backlog=1024) as listener:
+            web.bind = [f"fd://{os.dup(listener.fileno())}"]
         web.graceful_timeout = 1.0
         # Hypercorn's messages through our handlers and format, not a handler of its own.
         web.errorlog = logging.getLogger("hypercorn.error")

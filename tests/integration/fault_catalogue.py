@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+import httpx
 
 from tests.fakes.openai import FakeOpenAI, Script
+from tests.fakes.twilio import FakeTwilio, inbound_form, new_sender, sign
 from tests.integration.grpc_client import StreamResult, chat_stream
-from tests.support import new_user
+from tests.support import AUTH_TOKEN, new_user
 
 OK, UNAVAILABLE = grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE
 SLOW = [f"s{i} " for i in range(40)]
@@ -32,7 +34,9 @@ class Ledger:
 @dataclass
 class Env:
     target: str
+    http_url: str
     fake: FakeOpenAI
+    twilio: FakeTwilio
     ledger: Ledger
     restart_db: Callable[[], Awaitable[None]]
     counter: int = 0
@@ -139,9 +143,58 @@ async def invalid_input(env: Env) -> bool:
     return all(r.code == grpc.StatusCode.INVALID_ARGUMENT for r in bad)
 
 
+async def http_client_leaves_mid_stream(env: Env) -> bool:
+    """The SSE client hangs up after two deltas: the turn is cancelled and stored."""
+    env.fake.queue(Script(pieces=SLOW, gap=0.05))
+    env.counter += 1
+    text = f"fault message {env.counter}"
+    async with httpx.AsyncClient(timeout=20) as http, http.stream(
+        "POST", env.http_url + "/chat", json={"user_id": new_user(), "user_message": text},
+        headers={"authorization": AUTH_TOKEN, "accept": "text/event-stream"},
+    ) as reply:
+        deltas = 0
+        async for line in reply.aiter_lines():
+            deltas += line.startswith("event: delta")
+            if deltas == 2:
+                break
+    env.ledger.accepted.append(text)
+    return reply.status_code == 200 and deltas == 2
+
+
+async def http_garbage(env: Env) -> bool:
+    async with httpx.AsyncClient(timeout=20) as http:
+        replies = [await http.post(env.http_url + "/chat", content=body,
+                                   headers={"authorization": AUTH_TOKEN})
+                   for body in (b"{", b"[]", b'{"user_id": 1}', b"\xff\xfe")]
+    return all(r.status_code == 400 and r.json()["error"]["code"] for r in replies)
+
+
+async def webhook_redelivered_at_once(env: Env) -> bool:
+    """Twilio delivers one message twice at the same moment: one answer goes out."""
+    url = env.http_url + "/webhooks/twilio/whatsapp"
+    form = inbound_form(new_sender(), "are you there?")
+    headers = {"x-twilio-signature": sign(url, form)}
+    async with httpx.AsyncClient(timeout=20) as http:
+        a, b = await asyncio.gather(http.post(url, data=form, headers=headers),
+                                    http.post(url, data=form, headers=headers))
+    await env.twilio.wait_for(form["From"], 1)
+    await asyncio.sleep(0.5)  # a second answer, if any, would have gone out by now
+    return a.status_code == b.status_code == 200 and len(env.twilio.sent_to(form["From"])) == 1
+
+
+async def webhook_forged(env: Env) -> bool:
+    url = env.http_url + "/webhooks/twilio/whatsapp"
+    form = inbound_form(new_sender(), "let me in")
+    async with httpx.AsyncClient(timeout=20) as http:
+        reply = await http.post(url, data=form, headers={"x-twilio-signature": "Zm9yZ2Vk"})
+    await asyncio.sleep(0.3)
+    return reply.status_code == 403 and env.twilio.sent_to(form["From"]) == []
+
+
 CATALOGUE: list[Callable[[Env], Awaitable[bool]]] = [
     upstream_429_then_ok, upstream_5xx_every_time, cut_before_first_token,
     cut_after_first_token, error_object_in_stream, malformed_sse, no_done_marker,
     empty_answer, length_finish, idle_upstream, client_deadline, racing_turns, foreign_chat,
-    database_restart, invalid_input,
+    database_restart, invalid_input, http_client_leaves_mid_stream, http_garbage,
+    webhook_redelivered_at_once, webhook_forged,
 ]

@@ -9,29 +9,34 @@ import asyncpg
 from chatms.app import App
 from chatms.config import load_settings
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.twilio import ACCOUNT_SID, FakeTwilio
+from tests.fakes.twilio import AUTH_TOKEN as TWILIO_TOKEN
 from tests.integration.fault_catalogue import CATALOGUE, Env, Ledger
 from tests.support import OwnPostgres, base_env
 
 REPORT: list[str] = []
 
 
-async def test_fault_catalogue(fake_openai: FakeOpenAI) -> None:
+async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio) -> None:
     """Every fault is survived, no accepted message is lost and no chat is read across users."""
     db = OwnPostgres()
     app = App(load_settings(base_env(
         db.url, fake_openai.base_url, UPSTREAM_MAX_RETRIES="2", UPSTREAM_IDLE_TIMEOUT="0.5",
-        DATABASE_ACQUIRE_TIMEOUT="1")))
+        DATABASE_ACQUIRE_TIMEOUT="1", TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=TWILIO_TOKEN, TWILIO_API_BASE_URL=fake_twilio.base_url)))
     await app.start()
 
     async def restart_db() -> None:
         await asyncio.to_thread(db.stop)
         await asyncio.to_thread(db.start)
 
-    env = Env(f"127.0.0.1:{app.settings.grpc_port}", fake_openai, Ledger(), restart_db)
+    env = Env(f"127.0.0.1:{app.settings.grpc_port}", f"http://127.0.0.1:{app.settings.web_port}",
+              fake_openai, fake_twilio, Ledger(), restart_db)
     survived = []
     try:
         for fault in CATALOGUE:
             fake_openai.reset()
+            fake_twilio.reset()
             ok = await fault(env)
             env.ledger.outcomes[fault.__name__] = "survived" if ok else "FAILED"
             survived.append(ok)
