@@ -54,6 +54,19 @@ async def _init_connection(
         )
 
 
+class _StatelessConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection the pool hands back without a reset statement.
+
+    asyncpg's default reset (unlock advisory locks, CLOSE ALL, UNLISTEN, RESET ALL) costs a
+    round trip per release. chatms keeps no session state (no SET, LISTEN, cursors or
+    session advisory locks; the migration lock is transaction-scoped), so there is nothing
+    to reset. An open transaction is still rolled back by asyncpg before reuse.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -68,6 +81,7 @@ async def create_pool(
         max_size=max_size,
         command_timeout=command_timeout,
         init=functools.partial(_init_connection, on_query=on_query),
+        connection_class=_StatelessConnection,
     )
 
 
