@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 
@@ -148,3 +149,19 @@ class OwnPostgres:
 
     def close(self) -> None:
         self.server.cleanup()
+
+
+def grpc_target(app: object) -> str:
+    """host:port of an in-process App's gRPC listener."""
+    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
+
+
+async def fetch(database_url: str, sql: str, *args: object) -> list[Any]:
+    """Rows of one query on a connection of its own (to look behind the service's back)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()

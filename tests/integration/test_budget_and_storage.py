@@ -7,22 +7,16 @@ import grpc
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.integration.grpc_client import chat_stream
-from tests.support import new_user
-
-
-def target(app: object) -> str:
-    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
+from tests.support import fetch, new_user
+from tests.support import grpc_target as target
 
 
 async def stored(database_url: str, chat_id: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await conn.fetch(
-            "SELECT seq, role, content, tokens, erased, completion FROM messages"
-            " WHERE chat_id = $1 ORDER BY seq", chat_id,
-        )
-    finally:
-        await conn.close()
+    return await fetch(
+        database_url,
+        "SELECT seq, role, content, tokens, erased, completion FROM messages"
+        " WHERE chat_id = $1 ORDER BY seq", chat_id,
+    )
 
 
 async def test_small_window_erases_oldest_and_keeps_system(

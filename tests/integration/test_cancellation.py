@@ -10,24 +10,19 @@ import grpc
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.integration.grpc_client import chat_stream
-from tests.support import AUTH_TOKEN, grpcio_stubs, new_user
+from tests.support import AUTH_TOKEN, fetch, grpcio_stubs, new_user
+from tests.support import grpc_target as target
 
 SLOW = [f"t{i} " for i in range(50)]  # 50 pieces 0.1 s apart: five seconds of answer
 
 
-def target(app: object) -> str:
-    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
-
 
 async def answers(database_url: str, chat_id: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await conn.fetch(
-            "SELECT seq, role, content, completion FROM messages WHERE chat_id = $1"
-            " ORDER BY seq", chat_id,
-        )
-    finally:
-        await conn.close()
+    return await fetch(
+        database_url,
+        "SELECT seq, role, content, completion FROM messages WHERE chat_id = $1 ORDER BY seq",
+        chat_id,
+    )
 
 
 async def wait_for(predicate, seconds: float = 5.0) -> None:

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import grpc
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.integration.grpc_client import chat_stream
-from tests.support import new_user
-
-
-def target(app: object) -> str:
-    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
+from tests.support import fetch, new_user
+from tests.support import grpc_target as target
 
 
 async def roles_and_seqs(database_url: str, chat_id: str) -> list[tuple[int, str]]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT seq, role FROM messages WHERE chat_id = $1 ORDER BY seq", chat_id)
-    finally:
-        await conn.close()
+    rows = await fetch(
+        database_url, "SELECT seq, role FROM messages WHERE chat_id = $1 ORDER BY seq", chat_id)
     return [(r["seq"], r["role"]) for r in rows]
 
 

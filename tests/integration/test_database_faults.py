@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import grpc
 import pytest
 
 from chatms.app import App
 from chatms.config import load_settings
 from tests.integration.grpc_client import chat_stream
-from tests.support import OwnPostgres, base_env, new_user
+from tests.support import OwnPostgres, base_env, fetch, new_user
 
 
 @pytest.fixture
@@ -67,11 +66,7 @@ async def test_restart_under_load_loses_nothing_committed(own_app) -> None:
     ok.append("after")
     # A chat whose last turn is still being stored in the background answers ABORTED (busy).
     assert failed and set(failed) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
-    conn = await asyncpg.connect(db.url)
-    try:
-        stored = {r["content"] for r in await conn.fetch(
-            "SELECT content FROM messages WHERE role = 'user'")}
-    finally:
-        await conn.close()
+    stored = {r["content"] for r in await fetch(
+        db.url, "SELECT content FROM messages WHERE role = 'user'")}
     lost = [text for text in ok if text not in stored]
     assert lost == []

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
-
 from chatms.app import App
 from chatms.config import load_settings
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.twilio import ACCOUNT_SID, FakeTwilio
 from tests.fakes.twilio import AUTH_TOKEN as TWILIO_TOKEN
 from tests.integration.fault_catalogue import CATALOGUE, Env, Ledger
-from tests.support import OwnPostgres, base_env
+from tests.support import OwnPostgres, base_env, fetch
 
 REPORT: list[str] = []
 
@@ -41,12 +39,8 @@ async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio)
             env.ledger.outcomes[fault.__name__] = "survived" if ok else "FAILED"
             survived.append(ok)
         await app.chats.drain(grace=10)
-        conn = await asyncpg.connect(db.url)
-        try:
-            stored = {r["content"] for r in await conn.fetch(
-                "SELECT content FROM messages WHERE role = 'user'")}
-        finally:
-            await conn.close()
+        stored = {r["content"] for r in await fetch(
+            db.url, "SELECT content FROM messages WHERE role = 'user'")}
     finally:
         await app.stop()
         db.close()

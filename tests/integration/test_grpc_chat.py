@@ -8,11 +8,8 @@ import grpc
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.integration.grpc_client import chat_stream
+from tests.support import grpc_target as target
 from tests.support import new_user
-
-
-def target(app: object) -> str:
-    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
 
 
 async def test_new_chat_streams_cumulative_content(start_app, fake_openai: FakeOpenAI) -> None:

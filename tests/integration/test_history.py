@@ -10,10 +10,7 @@ import grpc
 from tests.integration.grpc_client import chat_stream
 from tests.integration.http_client import AUTH, client
 from tests.support import AUTH_TOKEN, grpcio_stubs, new_user
-
-
-def target(app: object) -> str:
-    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
+from tests.support import grpc_target as target
 
 
 async def unary(app: object, method: str, token: str = AUTH_TOKEN, **fields: Any) -> Any:

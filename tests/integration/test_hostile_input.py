@@ -7,6 +7,7 @@ import grpc
 
 from tests.integration.grpc_client import chat_stream
 from tests.support import AUTH_TOKEN, new_user
+from tests.support import grpc_target as target
 
 INJECTIONS = [
     "'; DROP TABLE chats; --",
@@ -16,9 +17,6 @@ INJECTIONS = [
     "<script>alert(1)</script> ${jndi:ldap://x} `rm -rf /`",
 ]
 
-
-def target(app: object) -> str:
-    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
 
 
 def raw_request(user_id: bytes, message: bytes) -> bytes:

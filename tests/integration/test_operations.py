@@ -18,10 +18,7 @@ from tests.fakes.openai import FakeOpenAI, Script
 from tests.grpc_probe import probe
 from tests.integration.grpc_client import chat_stream
 from tests.support import AUTH_TOKEN, grpcio_stubs, new_user
-
-
-def target(app: object) -> str:
-    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
+from tests.support import grpc_target as target
 
 
 def web(app: object) -> str:

@@ -7,24 +7,20 @@ import grpc
 
 from tests.fakes.openai import Script
 from tests.integration.grpc_client import chat_stream
-from tests.support import new_user
+from tests.support import fetch, new_user
+from tests.support import grpc_target as target
 
 PIECES = [f"w{i} " for i in range(6)]
 
 
-def target(app: object) -> str:
-    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
-
 
 async def last_answer(database_url: str, chat_id: str) -> asyncpg.Record:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await conn.fetchrow(
-            "SELECT content, completion, finish_reason FROM messages"
-            " WHERE chat_id = $1 AND role = 'assistant' ORDER BY seq DESC LIMIT 1", chat_id,
-        )
-    finally:
-        await conn.close()
+    rows = await fetch(
+        database_url,
+        "SELECT content, completion, finish_reason FROM messages"
+        " WHERE chat_id = $1 AND role = 'assistant' ORDER BY seq DESC LIMIT 1", chat_id,
+    )
+    return rows[0]
 
 
 async def test_rate_limit_is_retried_honoring_retry_after(start_app, fake_openai) -> None:
