@@ -26,6 +26,7 @@ from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc import ChatGrpcService, require_token
 from chatms.entrypoints.http import build_http_app
 from chatms.service.chats import ChatService, TurnPolicy
+from chatms.service.ports import ChatRepository
 
 log = logging.getLogger("chatms")
 
@@ -67,6 +68,8 @@ class App:
     """Everything `chatms serve` runs, built in `start` and torn down in `stop`."""
 
     settings: Settings
+    # Injected by the benchmark's persistence-off run; None means PostgreSQL.
+    repository: ChatRepository | None = None
     embedded: EmbeddedPostgres | None = None
     pool: asyncpg.Pool | None = None
     http: httpx.AsyncClient | None = None
@@ -82,12 +85,14 @@ class App:
             token = secrets.token_urlsafe(24)
             # Printed once, to the terminal only: the operator needs it to call us.
             print(f"AUTH_TOKEN is not set; this run's token is: {token}", file=sys.stderr)
-        url, self.embedded = await connect_database(s)
-        self.pool = await create_pool(url, max_size=s.db_pool_size)
-        await migrate(self.pool)
+        repo = self.repository
+        if repo is None:
+            url, self.embedded = await connect_database(s)
+            self.pool = await create_pool(url, max_size=s.db_pool_size)
+            await migrate(self.pool)
+            repo = PostgresChatRepository(self.pool, acquire_timeout=s.db_acquire_timeout)
         counter = await asyncio.to_thread(load_counter, s.model, offline=s.tiktoken_offline)
         self.http = build_http_client(upstream_settings(s))
-        repo = PostgresChatRepository(self.pool, acquire_timeout=s.db_acquire_timeout)
         self.chats = ChatService(
             repo, OpenAIClient(self.http, upstream_settings(s)), counter, turn_policy(s)
         )
