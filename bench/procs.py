@@ -101,7 +101,7 @@ def start_chatms(module: str, args: list[str], upstream: str, database_url: str 
         "OPENAI_BASE_URL": upstream, "OPENAI_API_KEY": "sk-bench", "AUTH_TOKEN": AUTH_TOKEN,
         "TIKTOKEN_OFFLINE": "true", "GRPC_HOST": "127.0.0.1", "WEB_HOST": "127.0.0.1",
         "GRPC_SERVER_PORT": str(grpc_port), "WEB_SERVER_PORT": str(web_port),
-        "UPSTREAM_MAX_RETRIES": "0", "DATABASE_POOL_SIZE": "20", "LOG_LEVEL": "WARNING",
+        "UPSTREAM_MAX_RETRIES": "0", "LOG_LEVEL": "WARNING",
         "DATABASE_URL": database_url or "",
     }
     env.update(extra or {})

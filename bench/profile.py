@@ -30,19 +30,25 @@ async def record(pid: int, seconds: int, out: Path) -> subprocess.CompletedProce
     return await asyncio.to_thread(subprocess.run, cmd, capture_output=True, timeout=seconds + 60)
 
 
+def _short_path(where: str) -> str:
+    """py-spy already names files from their sys.path root (`httpcore/_async/http11.py`)."""
+    if "site-packages/" in where:
+        return where.rsplit("site-packages/", 1)[1]
+    return where if not where.startswith("/") else "/".join(where.split("/")[-2:])
+
+
 def _frame_name(frame: str) -> str:
     # raw frames look like "function (path/to/module.py:line)"; drop the line number
     name, _, where = frame.partition(" (")
     where = where.rstrip(")").rsplit(":", 1)[0]
-    parts = where.split("/")
-    short = "/".join(parts[-2:]) if len(parts) > 1 else where
-    return f"{name} ({short})"
+    return f"{name} ({_short_path(where)})"
 
 
 def top(raw: Path) -> dict[str, Any]:
     """Own-time (leaf) and total-time (inclusive) shares per function from collapsed stacks."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
+    by_package: Counter[str] = Counter()
     samples = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -53,10 +59,18 @@ def top(raw: Path) -> dict[str, Any]:
         samples += count
         if frames:
             own[frames[-1]] += count
+            by_package[_package(frames[-1])] += count
         for name in set(frames):
             total[name] += count
 
     def shares(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(k, 100.0 * v / samples) for k, v in counter.most_common(MAX_LINES)]
 
-    return {"samples": samples, "own": shares(own), "total": shares(total)}
+    return {"samples": samples, "own": shares(own), "total": shares(total),
+            "own_by_package": shares(by_package)}
+
+
+def _package(name: str) -> str:
+    """`f (grpclib/protocol.py)` -> `grpclib`; `f (contextlib.py)` -> `contextlib`."""
+    where = name.rpartition(" (")[2].rstrip(")")
+    return where.split("/")[0].removesuffix(".py")

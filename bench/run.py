@@ -83,9 +83,9 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
             await h.probe_sse()
             log(f"SSE door present: {h.sse_available}")
             results: dict[str, Any] = {}
-            steps = (("warm", scenarios.warm_up), ("ttft", scenarios.ttft),
-                     ("turn_time", scenarios.turn_time), ("cpu", scenarios.cpu_per_event),
-                     ("ramp", scenarios.ramp), ("memory", scenarios.memory_per_stream))
+            steps = (("memory", scenarios.memory_per_stream), ("warm", scenarios.warm_up),
+                     ("ttft", scenarios.ttft), ("turn_time", scenarios.turn_time),
+                     ("cpu", scenarios.cpu_per_event), ("ramp", scenarios.ramp))
             for name, step in steps:
                 log(f"scenario {name}")
                 if name == "warm":

@@ -90,7 +90,8 @@ async def ramp(h: Harness, plan: Plan) -> list[dict[str, Any]]:
             row["added_gap_p99_ms"] = row["gap_p99_ms"] - base["gap_p99_ms"]
             row["added_ttft_p50_ms"] = row["ttft_p50_ms"] - base["ttft_p50_ms"]
             rows.append(row)
-            if row["added_gap_p99_ms"] > 5 or row["errors"]:
+            # Past the first miss only the plot gains; keep the first three levels for it.
+            if (row["added_gap_p99_ms"] > 5 or row["errors"]) and level >= plan.ramp[2]:
                 doors.remove(door)
         if not doors:
             break
@@ -98,7 +99,11 @@ async def ramp(h: Harness, plan: Plan) -> list[dict[str, Any]]:
 
 
 async def memory_per_stream(h: Harness, plan: Plan) -> list[dict[str, Any]]:
-    """6: RSS growth with N streams held open mid-answer, divided by N (first time at N)."""
+    """6: RSS growth with N streams held open mid-answer, divided by N.
+
+    Runs first, on processes that have served a few single turns only: once a process has
+    held more streams than N, freed memory is reused and the growth reads near zero.
+    """
     text = shape(0.05, 0.5, 10)
     rows: list[dict[str, Any]] = []
     for door in ("grpc", "sse", "relay"):
@@ -107,6 +112,9 @@ async def memory_per_stream(h: Harness, plan: Plan) -> list[dict[str, Any]]:
             continue
         turn, ps = h.door(door, text)
         assert ps is not None
+        warm, _ = h.door(door, shape(0.0, 0.0, 10))
+        for i in range(5):
+            await warm(i)
         before = ps.memory_info().rss
         tasks = await hold_open(turn, plan.hold_streams)
         await asyncio.sleep(2.5)  # all opened, each about half way through its answer
