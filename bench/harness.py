@@ -21,11 +21,17 @@ def shape(ttft: float, gap: float, n: int, burst: int = 1) -> str:
     return f"bench ttft={ttft} gap={gap} n={n} burst={burst}"
 
 
+def _cpu(ps: psutil.Process) -> float:
+    t = ps.cpu_times()
+    return float(t.user + t.system)
+
+
 @dataclass
 class Harness:
     upstream: str
     relay_port: int
     relay_ps: psutil.Process
+    fake_ps: psutil.Process
     pg: Chatms
     mem: Chatms
     http: httpx.AsyncClient
@@ -73,8 +79,11 @@ class Harness:
                     "skipped": "POST /chat answers 404 (SSE door not merged)"}
         turn, ps = self.door(name, text)
         charged = ps if ps is not None else self.pg.child.ps
+        aux = [psutil.Process(), self.fake_ps]
+        aux0 = [_cpu(p) for p in aux]
         async with Sampler(charged) as sampler:
             samples = await run_load(turn, concurrency, total, limit_s)
+        aux_cpu = [_cpu(p) - c0 for p, c0 in zip(aux, aux0, strict=True)]
         usage = sampler.usage
         summary = Summary.of(samples)
         out: dict[str, Any] = {"door": name, "concurrency": concurrency, **vars(summary)}
@@ -82,6 +91,8 @@ class Harness:
         # the machine is shared, so this says how far to trust the row.
         wall = max(usage.wall, 1e-9)
         out["core_busy_pct"] = [round(100 * b / wall, 1) for b in usage.core_busy]
+        out["loadgen_pct"] = round(100 * aux_cpu[0] / wall, 1)
+        out["fake_upstream_pct"] = round(100 * aux_cpu[1] / wall, 1)
         own = usage.cpu_seconds if charged.pid != self.relay_ps.pid else 0.0
         out["foreign_core0_pct"] = round(100 * max(0.0, usage.core_busy[0] - own) / wall, 1)
         if ps is not None:

@@ -171,7 +171,8 @@ SCENARIOS = ("ttft", "turn_time", "cpu", "ramp")
 
 def contention(r: dict[str, Any]) -> tuple[float, str]:
     """The worst load seen on core 0 from processes other than chatms, per scenario."""
-    lines = ["| scenario | max foreign load on core 0 | max core 1 busy |", "|---|---|---|"]
+    lines = ["| scenario | max foreign load on core 0 | max core 1 busy | max load generator "
+             "| max fake upstream |", "|---|---|---|---|---|"]
     worst = 0.0
     for name in SCENARIOS:
         rows = [x for x in r.get(name, []) if "foreign_core0_pct" in x]
@@ -181,7 +182,10 @@ def contention(r: dict[str, Any]) -> tuple[float, str]:
         foreign = max(x["foreign_core0_pct"] for x in sut_rows)
         worst = max(worst, foreign)
         core1 = max(x["core_busy_pct"][1] for x in rows)
-        lines.append(f"| {name} | {foreign:.0f} % | {core1:.0f} % |")
+        loadgen = max(x.get("loadgen_pct", 0.0) for x in rows)
+        fake = max(x.get("fake_upstream_pct", 0.0) for x in rows)
+        lines.append(
+            f"| {name} | {foreign:.0f} % | {core1:.0f} % | {loadgen:.0f} % | {fake:.0f} % |")
     return worst, "\n".join(lines)
 
 

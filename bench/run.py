@@ -79,7 +79,7 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
         children.append(mem.child)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
         async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:
-            h = Harness(upstream, relay_port, relay.ps, sut, mem, http)
+            h = Harness(upstream, relay_port, relay.ps, fake.ps, sut, mem, http)
             await h.probe_sse()
             log(f"SSE door present: {h.sse_available}")
             results: dict[str, Any] = {}
