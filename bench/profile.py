@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.procs import AUX_CORE
 
-MAX_LINES = 25
+MAX_LINES = 40
 
 
 def py_spy() -> str | None:

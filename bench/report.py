@@ -206,11 +206,47 @@ def markdown(r: dict[str, Any]) -> str:
             + noise + "\n")
 
 
-def write(r: dict[str, Any], out: Path) -> None:
+# Process and loop start-up frames: every complete stack has them; they say nothing.
+ROOT_FRAMES = ("runpy>", "chatms/__main__.py", "entrypoints/cli.py", "uvloop/__init__.py",
+               "asyncio/runners.py")
+
+
+def profile_md(r: dict[str, Any]) -> str:
+    p = r.get("profile", {})
+    if "own" not in p:
+        return f"(no profile this run: {p.get('skipped') or p.get('error')})\n"
+    lines = [f"py-spy, {p['samples']} samples of chatms at 200 Hz over {p['seconds']} s "
+             f"({p['load']}); shares of samples where chatms ran Python code.\n",
+             "| own time | function (file) |", "|---|---|"]
+    lines += [f"| {share:.1f} % | `{name}` |" for name, share in p["own"][:20]]
+    lines += ["", "| own time | package |", "|---|---|"]
+    lines += [f"| {share:.1f} % | {name} |" for name, share in p["own_by_package"][:12]]
+    lines += ["", "| total (inclusive) | function (file) |", "|---|---|"]
+    lines += [f"| {share:.1f} % | `{name}` |" for name, share in p["total"]
+              if not any(root in name for root in ROOT_FRAMES)][:16]
+    return "\n".join(lines) + "\n"
+
+
+def _splice(doc: Path, tag: str, body: str) -> None:
+    """Replace what lies between `<!-- tag:start -->` and `<!-- tag:end -->` in `doc`."""
+    if not doc.exists():
+        return
+    text = doc.read_text()
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        doc.write_text(head + start + "\n" + body + rest[rest.index(end):])
+
+
+def write(r: dict[str, Any], out: Path, doc: Path | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
     (out / "latest.md").write_text(markdown(r))
     plot(r, out)
+    if doc is not None:
+        _splice(doc, "results", markdown(r).split("\n", 1)[1].lstrip("\n").replace(
+            "chatms on core 0", f"Run of {r['meta']['started']}: chatms on core 0", 1))
+        _splice(doc, "profile", profile_md(r))
 
 
 def plot(r: dict[str, Any], out: Path) -> None:
