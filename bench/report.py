@@ -66,6 +66,13 @@ def _turn_rows(r: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _spread(row: dict[str, Any]) -> str:
+    runs = row.get("cpu_us_per_event_runs") or []
+    if len(runs) < 2:
+        return ""
+    return f" (median of {len(runs)}: {min(runs):.0f}-{max(runs):.0f})"
+
+
 def _cpu_rows(r: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     relay = _find(r["cpu"], "relay")
@@ -78,8 +85,9 @@ def _cpu_rows(r: dict[str, Any]) -> list[Row]:
             continue
         us = row["cpu_us_per_event"]
         ratio = f", {us / floor:.2f}x relay" if floor and us else ""
-        out.append((f"3. CPU per relayed event, {door}", f"{_num(us, '{:.0f}')} µs{ratio}",
-                    f"bare relay {_num(floor, '{:.0f}')} µs", f"≤ {goal:g} µs",
+        out.append((f"3. CPU per relayed event, {door}",
+                     f"{_num(us, '{:.0f}')} µs{ratio}{_spread(row)}",
+                    f"bare relay {_num(floor, '{:.0f}')} µs{_spread(relay)}", f"≤ {goal:g} µs",
                     _verdict(us is not None and us <= goal and not row["errors"])))
     cum, dlt = _find(r["cpu"], "grpc"), _find(r["cpu"], "grpc-delta")
     if "skipped" not in cum and "skipped" not in dlt and cum["n"] and dlt["n"]:
