@@ -32,6 +32,8 @@ class Harness:
     relay_port: int
     relay_ps: psutil.Process
     fake_ps: psutil.Process
+    relay_raw_port: int
+    relay_raw_ps: psutil.Process
     pg: Chatms
     mem: Chatms
     http: httpx.AsyncClient
@@ -57,6 +59,8 @@ class Harness:
             return (lambda i: clients.direct(self.http, url, text)), None
         if name == "relay":
             return (lambda i: clients.relay(self.relay_port, text)), self.relay_ps
+        if name == "relay-raw":
+            return (lambda i: clients.relay(self.relay_raw_port, text)), self.relay_raw_ps
         sut = self.mem if name.endswith("-mem") else self.pg
         if name.startswith("sse"):
             url = sut.web_url + "/chat"
@@ -93,7 +97,8 @@ class Harness:
         out["core_busy_pct"] = [round(100 * b / wall, 1) for b in usage.core_busy]
         out["loadgen_pct"] = round(100 * aux_cpu[0] / wall, 1)
         out["fake_upstream_pct"] = round(100 * aux_cpu[1] / wall, 1)
-        own = usage.cpu_seconds if charged.pid != self.relay_ps.pid else 0.0
+        on_aux = charged.pid in (self.relay_ps.pid, self.relay_raw_ps.pid)
+        own = 0.0 if on_aux else usage.cpu_seconds
         out["foreign_core0_pct"] = round(100 * max(0.0, usage.core_busy[0] - own) / wall, 1)
         if ps is not None:
             out["cpu_s"] = usage.cpu_seconds

@@ -89,6 +89,13 @@ def _cpu_rows(r: dict[str, Any]) -> list[Row]:
                      f"{_num(us, '{:.0f}')} µs{ratio}{_spread(row)}",
                     f"bare relay {_num(floor, '{:.0f}')} µs{_spread(relay)}", f"≤ {goal:g} µs",
                     _verdict(us is not None and us <= goal and not row["errors"])))
+    raw = _find(r["cpu"], "relay-raw")
+    if floor and raw.get("cpu_us_per_event"):
+        rus = raw["cpu_us_per_event"]
+        out.append(("3c. bare relay: aiter_raw + own SSE split / aiter_lines",
+                    f"{rus / floor:.2f}x ({rus:.0f} µs{_spread(raw)})",
+                    f"aiter_lines relay {floor:.0f} µs", "< 1x (to adopt)",
+                    _verdict(rus < floor)))
     cum, dlt = _find(r["cpu"], "grpc"), _find(r["cpu"], "grpc-delta")
     if "skipped" not in cum and "skipped" not in dlt and cum["n"] and dlt["n"]:
         cb, db = cum["wire_bytes"] / cum["n"], dlt["wire_bytes"] / dlt["n"]

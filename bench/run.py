@@ -71,6 +71,10 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
                       announces_port=True)
         children.append(relay)
         relay_port = relay.read_port()
+        relay_raw = Child("bench.relay", ["--upstream", upstream, "--raw"], AUX_CORE,
+                          work / "relay-raw.log", announces_port=True)
+        children.append(relay_raw)
+        relay_raw_port = relay_raw.read_port()
         log("starting chatms serve (core 0) and the in-memory variant")
         sut = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms.log", TWILIO_ENV)
         children.append(sut.child)
@@ -79,7 +83,8 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
         children.append(mem.child)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
         async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:
-            h = Harness(upstream, relay_port, relay.ps, fake.ps, sut, mem, http)
+            h = Harness(upstream, relay_port, relay.ps, fake.ps, relay_raw_port, relay_raw.ps,
+                        sut, mem, http)
             await h.probe_sse()
             log(f"SSE door present: {h.sse_available}")
             results: dict[str, Any] = {}

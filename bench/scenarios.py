@@ -42,7 +42,8 @@ TTFT_DOORS = ("direct", "grpc", "grpc-mem", "sse", "sse-mem")
 
 async def warm_up(h: Harness) -> None:
     """Connections, caches and code paths warm before anything is timed."""
-    for door in ("direct", "grpc", "grpc-mem", "grpc-delta", "sse", "sse-mem", "relay"):
+    for door in ("direct", "grpc", "grpc-mem", "grpc-delta", "sse", "sse-mem", "relay",
+                 "relay-raw"):
         # 50 at once: the database pool and the gRPC channels reach their working size.
         await h.measure(door, shape(0.0, 0.0, 20), 50, 100, 30)
 
@@ -68,7 +69,7 @@ async def turn_time(h: Harness, plan: Plan) -> list[dict[str, Any]]:
 async def cpu_per_event(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     """3 (and delta vs cumulative): CPU per relayed event with each event on its own."""
     text = shape(0.05, 0.014, plan.cpu_events)
-    doors = ("relay", "grpc", "grpc-delta", "sse")
+    doors = ("relay", "relay-raw", "grpc", "grpc-delta", "sse")
     runs: dict[str, list[dict[str, Any]]] = {door: [] for door in doors}
     for _ in range(plan.cpu_repeats):  # interleaved, so drift in the machine hits all alike
         for door in doors:
