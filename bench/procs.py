@@ -131,13 +131,18 @@ class Postgres:
         self.server: Any = pgserver.get_server(  # type: ignore[attr-defined]
             workdir / "pgdata", cleanup_mode="delete")
         self.url = str(self.server.get_uri())
-        self.pin()
+        self.pin(str(workdir / "pgdata"))
 
-    def pin(self) -> None:
-        """Backends fork from the postmaster, so pinning it (and children) pins them all."""
+    @staticmethod
+    def pin(pgdata: str) -> None:
+        """Backends fork from the postmaster, so pinning it (and children) pins them all.
+
+        Only the postmaster whose command line names our own data folder: other people's
+        PostgreSQL servers on this machine are left alone.
+        """
         for proc in psutil.process_iter(["name", "cmdline"]):
             cmd = " ".join(proc.info["cmdline"] or [])
-            if "postgres" in (proc.info["name"] or "") and "pgdata" in cmd:
+            if "postgres" in (proc.info["name"] or "") and pgdata in cmd:
                 try:
                     proc.cpu_affinity([AUX_CORE])
                     for kid in proc.children(recursive=True):
