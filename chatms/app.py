@@ -9,7 +9,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from chatms.entrypoints.whatsapp import TwilioWebhook, whatsapp_routes
 from chatms.observability.logs import log_turn
 from chatms.observability.metrics import Metrics
 from chatms.service.chats import ChatService, TurnPolicy
+from chatms.service.ports import ChatRepository
 from chatms.service.whatsapp import Pacer, WhatsAppPolicy, WhatsAppService
 from chatms.service.whatsapp_worker import WhatsAppWorker
 
@@ -81,7 +82,9 @@ async def connect_database(settings: Settings) -> tuple[str, EmbeddedPostgres | 
     return url, embedded
 
 
-def readiness(pool: asyncpg.Pool, repo: PostgresChatRepository, chats: ChatService) -> Readiness:
+def readiness(
+    chats: ChatService, pool: asyncpg.Pool | None, repo: PostgresChatRepository | None
+) -> Readiness:
     """Ready when the database answers, its schema is current, and turns are accepted."""
 
     async def migrations() -> None:
@@ -93,7 +96,10 @@ def readiness(pool: asyncpg.Pool, repo: PostgresChatRepository, chats: ChatServi
         if not chats.accepting:
             raise NotReady("shutting down")
 
-    return Readiness({"database": repo.ping, "migrations": migrations, "accepting": accepting})
+    checks: dict[str, Callable[[], Awaitable[None]]] = {"accepting": accepting}
+    if pool is not None and repo is not None:  # absent only in the benchmark's in-memory run
+        checks = {"database": repo.ping, "migrations": migrations, **checks}
+    return Readiness(checks)
 
 
 @dataclass
@@ -101,6 +107,8 @@ class App:
     """Everything `chatms serve` runs, built in `start` and torn down in `stop`."""
 
     settings: Settings
+    # Injected by the benchmark's persistence-off run; None means PostgreSQL.
+    repository: ChatRepository | None = None
     embedded: EmbeddedPostgres | None = None
     pool: asyncpg.Pool | None = None
     http: httpx.AsyncClient | None = None
@@ -121,20 +129,25 @@ class App:
             token = secrets.token_urlsafe(24)
             # Printed once, to the terminal only: the operator needs it to call us.
             print(f"AUTH_TOKEN is not set; this run's token is: {token}", file=sys.stderr)
-        url, self.embedded = await connect_database(s)
-        self.pool = await create_pool(
-            url, max_size=s.db_pool_size, on_query=self.metrics.observe_query
-        )
-        await migrate(self.pool)
+        repo = self.repository
+        postgres: PostgresChatRepository | None = None
+        if repo is None:
+            url, self.embedded = await connect_database(s)
+            self.pool = await create_pool(
+                url, max_size=s.db_pool_size, on_query=self.metrics.observe_query
+            )
+            await migrate(self.pool)
+            repo = postgres = PostgresChatRepository(
+                self.pool, acquire_timeout=s.db_acquire_timeout
+            )
         counter = await asyncio.to_thread(load_counter, s.model, offline=s.tiktoken_offline)
         self.http = build_http_client(upstream_settings(s))
-        repo = PostgresChatRepository(self.pool, acquire_timeout=s.db_acquire_timeout)
         self.chats = ChatService(
             repo, OpenAIClient(self.http, upstream_settings(s)), counter, turn_policy(s),
             observers=(self.metrics.observe_turn, log_turn),
         )
         self.metrics.watch_streams(self.chats.streaming)
-        ready = readiness(self.pool, repo, self.chats)
+        ready = readiness(self.chats, self.pool, postgres)
 
         services = [ChatGrpcService(self.chats)]
         self.grpc_server = Server(

@@ -1,0 +1,1 @@
+"""The chatms benchmark harness: `python -m bench.run [--quick]` (see BENCHMARKS.md)."""

@@ -1,0 +1,112 @@
+"""5: database work per turn on chats with 1, 1 000 and 10 000 prior messages.
+
+In-process, against the run's PostgreSQL, through chatms's own PostgresChatRepository:
+a turn's database work is `acquire` (lease + live window) and `commit_turn` (store +
+release). Statements are counted with asyncpg's query logger on a one-connection pool,
+so after the first turn asyncpg's statement cache is warm and each statement is one round
+trip. Prior messages are seeded with SQL; all but the last ten are erased. The three chats
+take turns in rotation so that caches and noise hit them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from chatms.adapters.postgres import PostgresChatRepository
+from chatms.domain.budget import TokenBudget
+from chatms.domain.model import Completion, Usage
+from chatms.service.ports import Lease
+
+CONFIG = {"model": "gpt-4o-mini", "temperature": 1.0, "top_p": 1.0, "max_tokens": 1024,
+          "stop": [], "presence_penalty": 0.0, "frequency_penalty": 0.0}
+LIVE = 10
+SIZES = (1, 1_000, 10_000)
+BUDGET = TokenBudget(128_000, 1024)
+
+
+async def seed(conn: asyncpg.Connection, prior: int) -> tuple[str, str]:
+    chat_id, owner = str(uuid.uuid4()), f"bench-db-{uuid.uuid4().hex[:8]}"
+    await conn.execute(
+        "INSERT INTO chats (id, owner_id, config, next_seq, message_count)"
+        " VALUES ($1, $2, $3, $4, $4)", chat_id, owner, CONFIG, prior + 1,
+    )
+    await conn.execute(
+        "INSERT INTO messages (chat_id, seq, role, content, tokens)"
+        " VALUES ($1, 0, 'system', 'You are a helpful assistant.', 10)", chat_id,
+    )
+    await conn.execute(
+        "INSERT INTO messages (chat_id, seq, role, content, tokens, erased)"
+        " SELECT $1, s, CASE WHEN s % 2 = 1 THEN 'user' ELSE 'assistant' END,"
+        "  repeat('lorem ipsum ', 8), 30, s <= $2 - $3 FROM generate_series(1, $2) AS s",
+        chat_id, prior, LIVE,
+    )
+    await conn.execute("ANALYZE messages")
+    return chat_id, owner
+
+
+class Counted:
+    """A one-connection pool whose statements are logged while `on`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.statements: list[str] = []
+
+    def log(self, record: Any) -> None:
+        if self.on:
+            self.statements.append(" ".join(str(record.query).split())[:70])
+
+    async def init(self, conn: asyncpg.Connection) -> None:
+        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
+                                  schema="pg_catalog")
+        conn.add_query_logger(self.log)
+
+
+async def one_turn(repo: PostgresChatRepository, chat_id: str, owner: str) -> tuple[float, float]:
+    lease = Lease(str(uuid.uuid4()), 60)
+    t0 = time.perf_counter()
+    chat = await repo.acquire(chat_id, owner, lease)
+    t1 = time.perf_counter()
+    pending = chat.add_user_message("what next?", 3, BUDGET)
+    chat.add_assistant_message(pending, "this." * 20, 20, Completion.COMPLETE, "stop",
+                               Usage(100, 20))
+    t2 = time.perf_counter()
+    await repo.commit_turn(chat, pending, lease)
+    return (t1 - t0) * 1e3, (time.perf_counter() - t2) * 1e3
+
+
+async def database_work(url: str, count: int) -> list[dict[str, Any]]:
+    counted = Counted()
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=counted.init)
+    try:
+        async with pool.acquire() as conn:
+            chats = [await seed(conn, prior) for prior in SIZES]
+        repo = PostgresChatRepository(pool)
+        times: dict[int, list[tuple[float, float]]] = {p: [] for p in SIZES}
+        statements: dict[int, list[list[str]]] = {p: [] for p in SIZES}
+        for i in range(count + 1):  # round 0 warms the statement cache; not counted
+            for prior, (chat_id, owner) in zip(SIZES, chats, strict=True):
+                counted.statements = []
+                counted.on = i > 0
+                took = await one_turn(repo, chat_id, owner)
+                if i > 0:
+                    times[prior].append(took)
+                    statements[prior].append(counted.statements)
+        return [
+            {
+                "prior_messages": prior, "turns": count,
+                "statements_per_turn": max(len(s) for s in statements[prior]),
+                "statements": statements[prior][0],
+                "acquire_ms_p50": statistics.median(a for a, _ in times[prior]),
+                "commit_ms_p50": statistics.median(c for _, c in times[prior]),
+                "turn_db_ms_p50": statistics.median(a + c for a, c in times[prior]),
+            }
+            for prior in SIZES
+        ]
+    finally:
+        await pool.close()

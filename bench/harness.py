@@ -1,0 +1,116 @@
+"""The running pieces of one benchmark run and one `Turn` factory per door."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psutil
+
+from bench import clients
+from bench.load import Summary, Turn, run_load
+from bench.procs import AUTH_TOKEN, Chatms, Sampler
+
+CHANNELS = 8  # grpcio multiplexes streams per channel; spread them like many clients would
+
+
+def shape(ttft: float, gap: float, n: int, burst: int = 1) -> str:
+    return f"bench ttft={ttft} gap={gap} n={n} burst={burst}"
+
+
+def _cpu(ps: psutil.Process) -> float:
+    t = ps.cpu_times()
+    return float(t.user + t.system)
+
+
+@dataclass
+class Harness:
+    upstream: str
+    relay_port: int
+    relay_ps: psutil.Process
+    fake_ps: psutil.Process
+    relay_raw_port: int
+    relay_raw_ps: psutil.Process
+    pg: Chatms
+    mem: Chatms
+    http: httpx.AsyncClient
+    sse_available: bool = False
+    _stubs: dict[str, list[Any]] = field(default_factory=dict)
+
+    def stubs(self, sut: Chatms) -> list[Any]:
+        import grpc
+
+        _, pb_grpc = clients.grpc_stubs()
+        if sut.grpc_target not in self._stubs:
+            self._stubs[sut.grpc_target] = [
+                pb_grpc.ChatServiceStub(grpc.aio.insecure_channel(sut.grpc_target))
+                for _ in range(CHANNELS)
+            ]
+        return self._stubs[sut.grpc_target]
+
+    def door(self, name: str, text: str) -> tuple[Turn, psutil.Process | None]:
+        """A turn function for door `name` and the process whose CPU it charges."""
+        user = f"bench-{uuid.uuid4().hex[:8]}"
+        if name == "direct":
+            url = self.upstream.rstrip("/") + "/chat/completions"
+            return (lambda i: clients.direct(self.http, url, text)), None
+        if name == "relay":
+            return (lambda i: clients.relay(self.relay_port, text)), self.relay_ps
+        if name == "relay-raw":
+            return (lambda i: clients.relay(self.relay_raw_port, text)), self.relay_raw_ps
+        sut = self.mem if name.endswith("-mem") else self.pg
+        if name.startswith("sse"):
+            url = sut.web_url + "/chat"
+            return (lambda i: clients.sse(self.http, url, AUTH_TOKEN, user, text)), sut.child.ps
+        stubs = self.stubs(sut)
+        delta = name.startswith("grpc-delta")
+        rr = itertools.cycle(stubs)
+        return (
+            lambda i: clients.grpc_turn(next(rr), AUTH_TOKEN, user, text, delta)
+        ), sut.child.ps
+
+    def skipped(self, name: str) -> bool:
+        return name.startswith("sse") and not self.sse_available
+
+    async def measure(self, name: str, text: str, concurrency: int, total: int,
+                      limit_s: float) -> dict[str, Any]:
+        """Run one load through one door; summary plus CPU and RSS of the charged process."""
+        if self.skipped(name):
+            return {"door": name, "concurrency": concurrency,
+                    "skipped": "POST /chat answers 404 (SSE door not merged)"}
+        turn, ps = self.door(name, text)
+        charged = ps if ps is not None else self.pg.child.ps
+        aux = [psutil.Process(), self.fake_ps]
+        aux0 = [_cpu(p) for p in aux]
+        async with Sampler(charged) as sampler:
+            samples = await run_load(turn, concurrency, total, limit_s)
+        aux_cpu = [_cpu(p) - c0 for p, c0 in zip(aux, aux0, strict=True)]
+        usage = sampler.usage
+        summary = Summary.of(samples)
+        out: dict[str, Any] = {"door": name, "concurrency": concurrency, **vars(summary)}
+        # How busy each core was, and how much of the SUT core went to anyone but the SUT:
+        # the machine is shared, so this says how far to trust the row.
+        wall = max(usage.wall, 1e-9)
+        out["core_busy_pct"] = [round(100 * b / wall, 1) for b in usage.core_busy]
+        out["loadgen_pct"] = round(100 * aux_cpu[0] / wall, 1)
+        out["fake_upstream_pct"] = round(100 * aux_cpu[1] / wall, 1)
+        on_aux = charged.pid in (self.relay_ps.pid, self.relay_raw_ps.pid)
+        own = 0.0 if on_aux else usage.cpu_seconds
+        out["foreign_core0_pct"] = round(100 * max(0.0, usage.core_busy[0] - own) / wall, 1)
+        if ps is not None:
+            out["cpu_s"] = usage.cpu_seconds
+            out["cpu_us_per_event"] = (
+                usage.cpu_seconds / summary.messages * 1e6 if summary.messages else None
+            )
+            out["rss_peak_mib"] = usage.rss_peak / 2**20
+        return out
+
+    async def probe_sse(self) -> None:
+        response = await self.http.post(
+            self.pg.web_url + "/chat", json={"user_id": "probe", "user_message": "bench n=1"},
+            headers={"authorization": AUTH_TOKEN, "accept": "text/event-stream"},
+        )
+        self.sse_available = response.status_code != 404

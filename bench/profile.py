@@ -1,0 +1,76 @@
+"""py-spy on the chatms process under gRPC load: the top functions by own and total time."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.procs import AUX_CORE
+
+MAX_LINES = 40
+
+
+def py_spy() -> str | None:
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+async def record(pid: int, seconds: int, out: Path) -> subprocess.CompletedProcess[bytes] | None:
+    """Sample `pid` for `seconds` without pausing it (--nonblocking), from the aux core."""
+    exe = py_spy()
+    if exe is None:
+        return None
+    cmd = ["taskset", "-c", str(AUX_CORE), exe, "record", "--pid", str(pid), "--duration",
+           str(seconds), "--rate", "200", "--nonblocking", "--format", "raw", "-o", str(out)]
+    return await asyncio.to_thread(subprocess.run, cmd, capture_output=True, timeout=seconds + 60)
+
+
+def _short_path(where: str) -> str:
+    """py-spy already names files from their sys.path root (`httpcore/_async/http11.py`)."""
+    if "site-packages/" in where:
+        return where.rsplit("site-packages/", 1)[1]
+    return where if not where.startswith("/") else "/".join(where.split("/")[-2:])
+
+
+def _frame_name(frame: str) -> str:
+    # raw frames look like "function (path/to/module.py:line)"; drop the line number
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({_short_path(where)})"
+
+
+def top(raw: Path) -> dict[str, Any]:
+    """Own-time (leaf) and total-time (inclusive) shares per function from collapsed stacks."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    by_package: Counter[str] = Counter()
+    samples = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";") if f]
+        samples += count
+        if frames:
+            own[frames[-1]] += count
+            by_package[_package(frames[-1])] += count
+        for name in set(frames):
+            total[name] += count
+
+    def shares(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(k, 100.0 * v / samples) for k, v in counter.most_common(MAX_LINES)]
+
+    return {"samples": samples, "own": shares(own), "total": shares(total),
+            "own_by_package": shares(by_package)}
+
+
+def _package(name: str) -> str:
+    """`f (grpclib/protocol.py)` -> `grpclib`; `f (contextlib.py)` -> `contextlib`."""
+    where = name.rpartition(" (")[2].rstrip(")")
+    return where.split("/")[0].removesuffix(".py")

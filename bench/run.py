@@ -1,0 +1,148 @@
+"""One command: `python -m bench.run [--quick]` from the repository root.
+
+Starts PostgreSQL (pgserver, temp dir), the fake upstream, the bare relay, `chatms serve`
+and the in-memory variant; runs every scenario; writes bench/results/. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import scenarios
+from bench.dbwork import database_work
+from bench.harness import Harness, shape
+from bench.procs import AUX_CORE, Child, Postgres, pin_self, start_chatms
+from bench.profile import record, top
+from bench.report import write
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TWILIO_TOKEN = "bench-twilio-auth-token"
+TWILIO_ENV = {"TWILIO_ACCOUNT_SID": "ACbench", "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+              "TWILIO_WHATSAPP_FROM": "whatsapp:+15550009999"}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
+
+
+async def profiled(h: Harness, plan: scenarios.Plan, out: Path) -> dict[str, Any]:
+    """gRPC load at realistic spacing while py-spy samples chatms (not part of any figure)."""
+    raw = out / "pyspy_raw.txt"
+    text = shape(0.05, 0.014, 300)
+    spy = asyncio.create_task(record(h.pg.child.proc.pid, plan.profile_seconds, raw))
+    load_until = time.monotonic() + plan.profile_seconds
+    rounds = 0
+    while time.monotonic() < load_until and rounds < 10:
+        await h.measure("grpc", text, 50, 50, 30)
+        rounds += 1
+    done = await spy
+    if done is None:
+        return {"skipped": "py-spy not installed (pip install py-spy)"}
+    if done.returncode != 0 or not raw.exists():
+        return {"error": done.stderr.decode(errors="replace")[-500:]}
+    return {"load": "gRPC, 50 streams x 300 events at 14 ms", "seconds": plan.profile_seconds,
+            **top(raw)}
+
+
+async def main(quick: bool, out: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    plan = scenarios.Plan.make(quick)
+    work = Path(tempfile.mkdtemp(prefix="chatms-bench-"))
+    log(f"workdir {work}; starting PostgreSQL")
+    pg = await asyncio.to_thread(Postgres, work)
+    children: list[Child] = []
+    try:
+        fake = Child("bench.fake_upstream", [], AUX_CORE, work / "fake.log", announces_port=True)
+        children.append(fake)
+        upstream = f"http://127.0.0.1:{fake.read_port()}/v1"
+        relay = Child("bench.relay", ["--upstream", upstream], AUX_CORE, work / "relay.log",
+                      announces_port=True)
+        children.append(relay)
+        relay_port = relay.read_port()
+        relay_raw = Child("bench.relay", ["--upstream", upstream, "--raw"], AUX_CORE,
+                          work / "relay-raw.log", announces_port=True)
+        children.append(relay_raw)
+        relay_raw_port = relay_raw.read_port()
+        log("starting chatms serve (core 0) and the in-memory variant")
+        sut = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms.log", TWILIO_ENV)
+        children.append(sut.child)
+        mem = start_chatms("bench.serve_memory", [], upstream, None, work / "memory.log",
+                           TWILIO_ENV)
+        children.append(mem.child)
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:
+            h = Harness(upstream, relay_port, relay.ps, fake.ps, relay_raw_port, relay_raw.ps,
+                        sut, mem, http)
+            await h.probe_sse()
+            log(f"SSE door present: {h.sse_available}")
+            results: dict[str, Any] = {}
+            steps = (("memory", scenarios.memory_per_stream), ("warm", scenarios.warm_up),
+                     ("ttft", scenarios.ttft), ("turn_time", scenarios.turn_time),
+                     ("cpu", scenarios.cpu_per_event), ("ramp", scenarios.ramp))
+            for name, step in steps:
+                log(f"scenario {name}")
+                if name == "warm":
+                    await step(h)  # type: ignore[call-arg]
+                else:
+                    results[name] = await step(h, plan)  # type: ignore[call-arg]
+            log("scenario whatsapp")
+            results["whatsapp"] = await scenarios.whatsapp_ack(h, TWILIO_TOKEN)
+            log("profile (py-spy)")
+            results["profile"] = await profiled(h, plan, out)
+        log("scenario db (in-process, PostgresChatRepository)")
+        results["db"] = await database_work(pg.url, 10 if quick else 30)
+    finally:
+        for child in reversed(children):
+            child.stop()
+        await asyncio.to_thread(pg.stop)
+    results["meta"] = {
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick,
+        "duration_s": time.monotonic() - started, "python": platform.python_version(),
+        "uvloop": _has_uvloop(), "commit": _commit(), "plan": vars(plan),
+    }
+    return results
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "unknown"
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    pin_self()
+    budget = 115 if args.quick else 540
+    results = asyncio.run(asyncio.wait_for(main(args.quick, args.out), budget))
+    # BENCHMARKS.md shows the latest results only when they went to the default place.
+    write(results, args.out, ROOT / "bench" / "BENCHMARKS.md" if args.out == RESULTS else None)
+    log(f"done in {results['meta']['duration_s']:.0f} s; see {args.out / 'latest.md'}")
+    print((args.out / "latest.md").read_text())
+
+
+if __name__ == "__main__":
+    cli()
+    sys.exit(0)
