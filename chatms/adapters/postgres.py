@@ -35,6 +35,10 @@ log = logging.getLogger("chatms.postgres")
 
 T = TypeVar("T")
 
+# A finished answer is worth waiting for: under a burst of load its commit waits this many
+# acquire timeouts for a pooled connection before giving up (to the background retry).
+STORE_PATIENCE = 6.0
+
 # Any fixed 64-bit number: replicas starting together take turns migrating.
 MIGRATION_LOCK_KEY = 0x63686174_6D73
 
@@ -250,10 +254,14 @@ class PostgresChatRepository:
         self.acquire_timeout = acquire_timeout
 
     @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; an outage or an exhausted pool becomes `Unavailable`."""
+    async def _conn(self, patience: float = 1.0) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; an outage or an exhausted pool becomes `Unavailable`.
+
+        `patience` multiplies the acquire timeout: a turn that already streamed its answer
+        waits longer for a connection than one that has not started.
+        """
         try:
-            async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+            async with self.pool.acquire(timeout=self.acquire_timeout * patience) as conn:
                 yield conn
         except DB_UNAVAILABLE as exc:
             if not isinstance(exc, TimeoutError):
@@ -323,7 +331,7 @@ class PostgresChatRepository:
         usage = turn.usage
 
         async def store() -> bool:
-            async with self._conn() as conn:
+            async with self._conn(patience=STORE_PATIENCE) as conn:
                 stored = await conn.fetchval(
                     _COMMIT, chat.id, lease.token, chat.next_seq,
                     [m.seq for m in new], [m.role.value for m in new],

@@ -13,6 +13,7 @@ from grpclib.server import Server
 
 from chatms.domain import errors
 from chatms.entrypoints.auth import TokenCheck
+from chatms.entrypoints.grpc_codec import ChatResponseEncoder
 from chatms.observability.logs import request_id_from
 from chatms.protogen import pb
 from chatms.protogen.pb import ChatRequest, ChatResponse, ChatServiceBase
@@ -47,24 +48,26 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
     def __init__(self, chats: ChatService) -> None:
         self.chats = chats
 
-    async def chat_stream(self, message: ChatRequest) -> AsyncIterator[ChatResponse]:
+    async def chat_stream(self, message: ChatRequest) -> AsyncIterator[ChatResponse | bytes]:
         user_id = message.user_id
         try:
             async with self.chats.turn(user_id, message.chat_id, message.user_message, "grpc") as t:
+                # Pre-encoded ChatResponse bytes (see GuardedProtoCodec.encode).
+                encode = ChatResponseEncoder(t.chat_id, user_id).encode
                 sent = False
                 if message.delta:  # opt-in: each message carries only the new text
                     async for delta in t:
                         sent = True
-                        yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content=delta)
+                        yield encode(delta)
                 else:
                     # The course's clients keep only the last message: each has the whole answer.
                     content = ""
                     async for delta in t:
                         content += delta
                         sent = True
-                        yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content=content)
+                        yield encode(content)
                 if not sent:
-                    yield ChatResponse(chat_id=t.chat_id, user_id=user_id, content="")
+                    yield encode("")
         except errors.ChatError as exc:
             raise grpc_error(exc) from None
         except asyncio.CancelledError:
