@@ -10,7 +10,6 @@ take turns in rotation so that caches and noise hit them alike.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 import uuid
@@ -18,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from chatms.adapters.postgres import PostgresChatRepository
+from chatms.adapters.postgres import PostgresChatRepository, create_pool
 from chatms.domain.budget import TokenBudget
 from chatms.domain.model import Completion, Usage
 from chatms.service.ports import Lease
@@ -57,14 +56,9 @@ class Counted:
         self.on = False
         self.statements: list[str] = []
 
-    def log(self, record: Any) -> None:
+    def log(self, query: str, elapsed: float, failed: bool) -> None:
         if self.on:
-            self.statements.append(" ".join(str(record.query).split())[:70])
-
-    async def init(self, conn: asyncpg.Connection) -> None:
-        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
-                                  schema="pg_catalog")
-        conn.add_query_logger(self.log)
+            self.statements.append(" ".join(query.split())[:70])
 
 
 async def one_turn(repo: PostgresChatRepository, chat_id: str, owner: str) -> tuple[float, float]:
@@ -82,7 +76,8 @@ async def one_turn(repo: PostgresChatRepository, chat_id: str, owner: str) -> tu
 
 async def database_work(url: str, count: int) -> list[dict[str, Any]]:
     counted = Counted()
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=counted.init)
+    # chatms's own pool (its connection class, codecs and query hook), one connection.
+    pool = await create_pool(url, min_size=1, max_size=1, on_query=counted.log)
     try:
         async with pool.acquire() as conn:
             chats = [await seed(conn, prior) for prior in SIZES]

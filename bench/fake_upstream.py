@@ -130,6 +130,11 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     try:
         for _ in range(100_000):  # keep-alive, bounded
             target, body = await _read_request(reader)  # type: ignore[misc]
+            if target.endswith("/Messages.json"):  # chatms's WhatsApp sends: accepted
+                reply = b'{"sid": "SMbench", "status": "queued"}'
+                writer.write(b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(reply), reply))
+                continue
             if not target.endswith("/chat/completions"):
                 writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                 continue

@@ -29,8 +29,12 @@ from bench.report import write
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TWILIO_TOKEN = "bench-twilio-auth-token"
-TWILIO_ENV = {"TWILIO_ACCOUNT_SID": "ACbench", "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-              "TWILIO_WHATSAPP_FROM": "whatsapp:+15550009999"}
+
+
+def twilio_env(upstream: str) -> dict[str, str]:
+    """WhatsApp configured, its REST calls answered by the fake upstream (201, as Twilio)."""
+    return {"TWILIO_ACCOUNT_SID": scenarios.ACCOUNT_SID, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "TWILIO_API_BASE_URL": upstream.removesuffix("/v1")}
 
 
 def log(msg: str) -> None:
@@ -76,10 +80,11 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
         children.append(relay_raw)
         relay_raw_port = relay_raw.read_port()
         log("starting chatms serve (core 0) and the in-memory variant")
-        sut = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms.log", TWILIO_ENV)
+        sut = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms.log",
+                           twilio_env(upstream))
         children.append(sut.child)
         mem = start_chatms("bench.serve_memory", [], upstream, None, work / "memory.log",
-                           TWILIO_ENV)
+                           twilio_env(upstream))
         children.append(mem.child)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
         async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:

@@ -144,6 +144,7 @@ async def memory_per_stream(h: Harness, plan: Plan) -> list[dict[str, Any]]:
 
 
 WEBHOOK = "/webhooks/twilio/whatsapp"
+ACCOUNT_SID = "AC" + "0" * 32
 
 
 async def whatsapp_ack(h: Harness, twilio_token: str) -> dict[str, Any]:
@@ -161,7 +162,7 @@ async def whatsapp_ack(h: Harness, twilio_token: str) -> dict[str, Any]:
         params = {
             "From": f"whatsapp:+1555000{i:04d}", "To": "whatsapp:+15550009999",
             "Body": shape(30.0, 0.0, 1), "MessageSid": f"SMbench{i:026d}",
-            "AccountSid": "ACbench", "NumMedia": "0", "WaId": f"1555000{i:04d}",
+            "AccountSid": ACCOUNT_SID, "NumMedia": "0", "WaId": f"1555000{i:04d}",
         }
         headers = {"X-Twilio-Signature": validator.compute_signature(url, params)}
         start = time.perf_counter()

@@ -134,7 +134,9 @@ class OpenAIClient:
         self.http = http
         self.settings = settings
         self.url = settings.base_url.rstrip("/") + "/chat/completions"
-        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        # identity: the stream is read raw, skipping httpx's decoder layer per chunk.
+        self._headers = {"content-type": "application/json", "accept": "text/event-stream",
+                         "accept-encoding": "identity"}
         if settings.api_key:
             self._headers["authorization"] = f"Bearer {settings.api_key}"
 
@@ -196,7 +198,9 @@ class OpenAIClient:
                     if response.status_code == 429 or response.status_code >= 500:
                         raise _Retry(error, _retry_after(response))
                     raise error
-                events = self._events(response.aiter_bytes(), result)
+                encoded = response.headers.get("content-encoding", "identity") != "identity"
+                chunks = response.aiter_bytes() if encoded else response.aiter_raw()
+                events = self._events(chunks, result)
                 try:
                     first = await anext(events, None)
                 except (UpstreamUnavailable, UpstreamTimeout) as exc:

@@ -237,6 +237,7 @@ class Turn:
         self._chat: Chat | None = None
         self._pending: PendingTurn | None = None
         self._lease = service._new_lease()
+        self._new = False
         self._created: asyncio.Task[None] | None = None
         self._stream: AsyncIterator[str] | None = None
         self.report = TurnReport(transport, "", user_id, chat_id is None, "error")
@@ -263,8 +264,8 @@ class Turn:
                 system_tokens=svc._system_tokens,
             )
             self._pending = chat.add_user_message(self._text, tokens, svc.policy.budget)
-            # The insert runs beside the upstream call: it is awaited before the commit.
-            self._created = asyncio.ensure_future(svc.repo.create(chat, self._lease))
+            # Inserted once the first delta is on its way (see _deltas), never before it.
+            self._new = True
         else:
             chat = await svc.repo.acquire(chat_id, self.user_id, self._lease)
             try:
@@ -295,6 +296,10 @@ class Turn:
                     raise UpstreamTimeout("the answer took longer than the turn time limit")
                 parts.append(piece)
                 yield piece
+                if self._new and self._created is None:
+                    # A new chat's row is written beside the rest of the answer, so that no
+                    # database work ever stands between the upstream and the first delta.
+                    self._created = asyncio.ensure_future(self._create())
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
@@ -362,7 +367,9 @@ class Turn:
     async def _store(self) -> None:
         chat, pending = self._chat, self._pending
         assert chat is not None and pending is not None
-        if self._created is not None:
+        if self._new:
+            if self._created is None:
+                self._created = asyncio.ensure_future(self._create())
             await self._created
         await self._svc.repo.commit_turn(chat, pending, self._lease)
 
@@ -374,7 +381,7 @@ class Turn:
             await asyncio.sleep(delay)
             created = self._created
             if created is not None and (created.cancelled() or created.exception() is not None):
-                self._created = asyncio.ensure_future(self._create_again())
+                self._created = None  # _store inserts again (the insert is idempotent)
             try:
                 await self._store()
             except Unavailable:
@@ -386,7 +393,7 @@ class Turn:
                 log.info("turn of chat %s stored after a database outage", self.chat_id)
                 return
 
-    async def _create_again(self) -> None:
+    async def _create(self) -> None:
         assert self._chat is not None
         await self._svc.repo.create(self._chat, self._lease)
 
