@@ -11,6 +11,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Self
 from urllib.parse import urlsplit
 
 
@@ -155,3 +156,24 @@ class _Drop(Exception):
 
 def drop() -> _Drop:
     return _Drop()
+
+
+class LoopbackFake:
+    """Base of the fakes: a LoopbackServer that answers every request with `_handle`."""
+
+    def __init__(self) -> None:
+        self.server = LoopbackServer(self._handle)
+
+    def start(self) -> Self:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    async def _handle(self, request: Request) -> Reply:
+        raise NotImplementedError

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.http11 import LoopbackServer, Reply, Request, drop, write_chunk
+from tests.fakes.http11 import LoopbackFake, Reply, Request, drop, write_chunk
 
 API_KEY = "sk-test-fake-openai-key-0123456789"
 
@@ -54,22 +54,15 @@ def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = Non
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackFake):
     def __init__(self) -> None:
-        self.server = LoopbackServer(self._handle)
+        super().__init__()
         self.scripts: deque[Script] = deque()
         self.requests: list[Seen] = []
 
-    def start(self) -> FakeOpenAI:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}/v1"
+        return self.origin + "/v1"
 
     def queue(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)

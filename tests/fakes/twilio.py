@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.http11 import LoopbackServer, Reply, Request
+from tests.fakes.http11 import LoopbackFake, Reply, Request
 
 ACCOUNT_SID = "AC" + "5f1e" * 8
 AUTH_TOKEN = "fake-twilio-auth-token-9d8c7b6a"
@@ -37,23 +37,16 @@ def _error(status: int, code: int, message: str) -> Reply:
     return Reply(status, {"content-type": "application/json"}, json.dumps(body).encode())
 
 
-class FakeTwilio:
+class FakeTwilio(LoopbackFake):
     def __init__(self) -> None:
-        self.server = LoopbackServer(self._handle)
+        super().__init__()
         self.posts: list[Post] = []
         self.attempts = 0
         self.failures: deque[int] = deque()
 
-    def start(self) -> FakeTwilio:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
+        return self.origin
 
     def reset(self) -> None:
         self.posts.clear()
