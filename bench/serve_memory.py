@@ -45,6 +45,9 @@ class MemoryChatRepository:
     async def commit_turn(self, chat: Chat, turn: PendingTurn, lease: Lease) -> None:
         await self.release(chat.id, lease)
 
+    async def renew(self, chat_id: str, lease: Lease) -> bool:
+        return True
+
     async def release(self, chat_id: str, lease: Lease) -> None:
         held = self.leases.get(chat_id)
         if held is not None and held[0] == lease.token:

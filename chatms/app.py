@@ -69,7 +69,7 @@ def turn_policy(settings: Settings) -> TurnPolicy:
         max_message_chars=settings.max_message_chars,
         max_user_id_chars=settings.max_user_id_chars,
         turn_timeout=settings.turn_timeout,
-        lease_seconds=settings.turn_timeout + settings.upstream_idle_timeout + 60,
+        lease_seconds=settings.chat_lease_seconds,
     )
 
 

@@ -50,6 +50,7 @@ class Settings:
     upstream_idle_timeout: float = 60.0
     upstream_max_retries: int = 2
     turn_timeout: float = 300.0
+    chat_lease_seconds: float = 60.0
     max_message_chars: int = 32_000
     max_user_id_chars: int = 256
     max_body_bytes: int = 256 * 1024
@@ -243,6 +244,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         upstream_idle_timeout=r.number("UPSTREAM_IDLE_TIMEOUT", 60.0, 0.01, 3600),
         upstream_max_retries=r.integer("UPSTREAM_MAX_RETRIES", 2, 0, 10),
         turn_timeout=r.number("TURN_TIMEOUT_SECONDS", 300.0, 1, 86_400),
+        chat_lease_seconds=r.number("CHAT_LEASE_SECONDS", 60.0, 1, 3600),
         max_message_chars=r.integer("MAX_MESSAGE_CHARS", 32_000, 1, 10_000_000),
         max_user_id_chars=r.integer("MAX_USER_ID_CHARS", 256, 1, 10_000),
         max_body_bytes=r.integer("MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),

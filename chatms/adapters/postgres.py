@@ -353,6 +353,15 @@ class PostgresChatRepository:
         if not await self._twice(store):
             raise Unavailable("the turn outlived its lease on the chat and was not stored")
 
+    async def renew(self, chat_id: str, lease: Lease) -> bool:
+        async with self._conn() as conn:
+            renewed = await conn.fetchval(
+                "UPDATE chats SET lease_until = now() + make_interval(secs => $3)"
+                " WHERE id = $1 AND lease_id = $2 RETURNING id",
+                chat_id, lease.token, lease.seconds,
+            )
+        return renewed is not None
+
     async def release(self, chat_id: str, lease: Lease) -> None:
         async with self._conn() as conn:
             await conn.execute(

@@ -57,9 +57,9 @@ class TurnPolicy:
     max_user_id_chars: int = 256
     turn_timeout: float = 300.0
     store_retry_seconds: float = 60.0
-    # Longer than any turn can run (turn timeout plus one idle gap), so a lease only
-    # expires on its own when its process died.
-    lease_seconds: float = 420.0
+    # A turn renews its lease every half of this; a lease only runs out when its process
+    # died (or lost the database), and then frees the chat within this many seconds.
+    lease_seconds: float = 60.0
 
 
 @dataclass(slots=True)
@@ -239,6 +239,7 @@ class Turn:
         self._lease = service._new_lease()
         self._new = False
         self._created: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
         self._stream: AsyncIterator[str] | None = None
         self.report = TurnReport(transport, "", user_id, chat_id is None, "error")
         self.report.request_id = REQUEST_ID.get() or uuid.uuid4().hex
@@ -275,8 +276,19 @@ class Turn:
                 raise
         self._chat = chat
         self.chat_id = self.report.chat_id = chat.id
+        self._renewer = asyncio.ensure_future(self._keep_lease())
         svc._turn_started(self.report.transport)
         return self
+
+    async def _keep_lease(self) -> None:
+        """Renew the chat's lease while the turn runs (a new chat's row may not exist yet)."""
+        repo, chat_id, lease = self._svc.repo, self.chat_id, self._lease
+        while True:
+            await asyncio.sleep(lease.seconds / 2)
+            try:
+                await repo.renew(chat_id, lease)
+            except ChatError as exc:  # the database is away: the commit will say so
+                log.warning("could not renew the lease on chat %s: %s", chat_id, exc)
 
     def __aiter__(self) -> AsyncIterator[str]:
         assert self._chat is not None, "iterate a turn inside `async with`"
@@ -314,6 +326,8 @@ class Turn:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
         if self._stream is not None:
             await self._stream.aclose()  # type: ignore[attr-defined]
         completion = self._completion_for(exc)

@@ -94,6 +94,10 @@ class ChatRepository(Protocol):
         """Store a turn's messages, erasures and usage atomically and release the lease."""
         ...
 
+    async def renew(self, chat_id: str, lease: Lease) -> bool:
+        """Extend a lease still held by `lease`; False when the chat has no such lease."""
+        ...
+
     async def release(self, chat_id: str, lease: Lease) -> None:
         """Give up a lease without storing anything."""
         ...

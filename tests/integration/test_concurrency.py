@@ -61,3 +61,31 @@ async def test_saturated_pool_is_unavailable_not_a_hang(start_app) -> None:
     assert "database" in result.details
     after = await chat_stream(target(app), user, "and now", chat_id=chat_id)
     assert after.code == grpc.StatusCode.OK, after.details
+
+
+async def test_a_long_turn_keeps_its_chat(start_app, fake_openai: FakeOpenAI) -> None:
+    """A turn longer than the lease renews it: a second turn midway is still ABORTED."""
+    app = await start_app(CHAT_LEASE_SECONDS="1")
+    user = new_user()
+    chat_id = (await chat_stream(target(app), user, "start")).chat_id
+    fake_openai.queue(Script(pieces=["slow"] * 8, gap=0.3))  # 2.1 s, twice the lease
+    long_turn = asyncio.ensure_future(chat_stream(target(app), user, "long", chat_id=chat_id))
+    await asyncio.sleep(1.6)
+    intruder = await chat_stream(target(app), user, "me too", chat_id=chat_id)
+    assert intruder.code == grpc.StatusCode.ABORTED
+    assert (await long_turn).code == grpc.StatusCode.OK
+
+
+async def test_a_dead_turns_lease_runs_out(start_app, database_url: str) -> None:
+    """A lease left by a process that died frees the chat once it runs out, not before."""
+    app = await start_app()
+    user = new_user()
+    chat_id = (await chat_stream(target(app), user, "start")).chat_id
+    await fetch(database_url, "UPDATE chats SET lease_id = gen_random_uuid(),"
+                " lease_until = now() + interval '30 seconds' WHERE id = $1", chat_id)
+    assert (await chat_stream(target(app), user, "x", chat_id=chat_id)).code == \
+        grpc.StatusCode.ABORTED
+    await fetch(database_url, "UPDATE chats SET lease_until = now() - interval '1 second'"
+                " WHERE id = $1", chat_id)
+    resumed = await chat_stream(target(app), user, "y", chat_id=chat_id)
+    assert resumed.code == grpc.StatusCode.OK, resumed.details
