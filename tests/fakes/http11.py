@@ -95,12 +95,16 @@ class LoopbackServer:
                 headers = dict(reply.headers)
                 if reply.stream is not None:
                     headers["transfer-encoding"] = "chunked"
+                    # Watching for a hang-up reads from the connection, so a streamed reply
+                    # is its connection's last: nothing of a next request can be eaten.
+                    headers["connection"] = "close"
                 else:
                     headers["content-length"] = str(len(reply.body))
                 head += [f"{k}: {v}" for k, v in headers.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
                 if reply.stream is not None:
                     await self._stream_until_closed(reply.stream, reader, writer)
+                    return
                 else:
                     writer.write(reply.body)
                 await writer.drain()
@@ -129,8 +133,8 @@ class LoopbackServer:
         finally:
             if not body.done():
                 body.cancel()  # the client hung up: the stream records it and drops
-            if not hangup.done():
-                hangup.cancel()
+            hangup.cancel()
+            await asyncio.gather(hangup, return_exceptions=True)
         await body
 
     @staticmethod
