@@ -189,7 +189,7 @@ class App:
         sender = TwilioSender(s.twilio_account_sid, s.twilio_auth_token, self.twilio_http,
                               s.twilio_api_base_url)
         self.whatsapp = WhatsAppService(
-            PostgresWhatsAppStore(self.pool), self.chats, sender,
+            PostgresWhatsAppStore(self.pool, s.db_acquire_timeout), self.chats, sender,
             WhatsAppPolicy(max_body_chars=s.whatsapp_max_body_chars),
             Pacer(s.whatsapp_send_rate),
         )

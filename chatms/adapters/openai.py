@@ -42,7 +42,6 @@ class UpstreamSettings:
     first_token_timeout: float = 60.0
     idle_timeout: float = 60.0
     max_retries: int = 2
-    retry_budget: float = 20.0
     backoff_base: float = 0.25
     max_connections: int = 200
 
@@ -104,14 +103,32 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
+def _error_code(body: bytes) -> str:
+    """The upstream's error code ("rate_limit_exceeded"), safe to show a client."""
+    try:
+        error = json.loads(body)["error"]
+        code = str(error.get("code") or error.get("type") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    return code if code.replace("_", "").isalnum() and len(code) <= 64 else ""
+
+
 def error_for_status(status: int, body: bytes) -> UpstreamError:
+    """The domain error for an upstream status.
+
+    Clients get the status and the upstream's error code only: OpenAI's own text can name
+    the organization or quote part of the key. The text goes to our log instead.
+    """
     detail = _error_message(body)
-    suffix = f": {detail}" if detail else ""
+    if detail:
+        log.warning("upstream answered HTTP %d: %s", status, detail)
+    code = _error_code(body)
+    suffix = f" ({code})" if code else ""
     if status == 429:
         return UpstreamRateLimited(f"upstream rate limit reached{suffix}")
     if status in (401, 403):
         # OpenAI's own text quotes part of the key: it is not passed on.
-        return UpstreamRejected(f"upstream rejected the credentials (HTTP {status})")
+        return UpstreamRejected(f"upstream rejected the credentials (HTTP {status}){suffix}")
     if status == 408:
         return UpstreamTimeout(f"upstream timed out (HTTP 408){suffix}")
     if status >= 500:
@@ -150,7 +167,6 @@ class OpenAIClient:
         payload = json.dumps(request_body(config, messages)).encode()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.first_token_timeout
-        retry_until = loop.time() + s.retry_budget
         while True:
             result.attempts += 1
             try:
@@ -161,9 +177,8 @@ class OpenAIClient:
                 if delay is None:
                     delay = s.backoff_base * 2 ** (result.attempts - 1)
                     delay *= 0.5 + random.random()  # noqa: S311 (jitter, not crypto)
-                if result.attempts > s.max_retries or loop.time() + delay > min(
-                    deadline, retry_until
-                ):
+                # Retries fit within the first-token deadline, or are not tried at all.
+                if result.attempts > s.max_retries or loop.time() + delay > deadline:
                     raise retry.error from None
                 log.info(
                     "upstream attempt %d failed (%s); retrying in %.2fs",
@@ -235,8 +250,11 @@ class OpenAIClient:
         """
         decoder = SSEDecoder()
         done = False
+        deadline = result.deadline or float("inf")
         try:
             async for chunk in chunks:
+                if time.monotonic() > deadline:
+                    raise UpstreamTimeout("the answer took longer than the turn time limit")
                 texts = self._parse(decoder.feed(chunk), result)
                 if texts is None:
                     done = True
@@ -259,7 +277,11 @@ class OpenAIClient:
 
     @staticmethod
     def _parse(events: list[bytes], result: UpstreamResult) -> list[str] | None:
-        """The text deltas of `events`; None once `[DONE]` arrived."""
+        """The text deltas of `events`; None once `[DONE]` arrived.
+
+        Chunks are checked for shape, not trusted: a part that is not what OpenAI sends is
+        skipped with a warning, like a line that is not JSON.
+        """
         texts: list[str] = []
         for data in events:
             if data == b"[DONE]":
@@ -272,24 +294,26 @@ class OpenAIClient:
             if not isinstance(chunk, dict):
                 continue
             if chunk.get("error"):
+                log.warning("upstream error mid-stream: %s", _error_message(data))
+                code = _error_code(data)
                 raise UpstreamUnavailable(
-                    "upstream reported an error mid-stream: " + _error_message(data)
+                    "upstream reported an error mid-stream" + (f" ({code})" if code else "")
                 )
             choices = chunk.get("choices")
-            if choices:
-                choice = choices[0]
+            choice = choices[0] if isinstance(choices, list) and choices else None
+            if isinstance(choice, dict):
                 delta = choice.get("delta")
-                if delta:
-                    text = delta.get("content")
-                    if text:
-                        texts.append(text)
+                text = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(text, str) and text:
+                    texts.append(text)
                 reason = choice.get("finish_reason")
-                if reason:
+                if isinstance(reason, str) and reason:
                     result.finish_reason = reason
+            elif choice is not None:
+                log.warning("upstream sent a chunk of an unexpected shape; skipped")
             usage = chunk.get("usage")
-            if usage:
-                result.usage = Usage(
-                    int(usage.get("prompt_tokens") or 0),
-                    int(usage.get("completion_tokens") or 0),
-                )
+            if isinstance(usage, dict):
+                prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+                if isinstance(prompt, int) and isinstance(completion, int):
+                    result.usage = Usage(prompt, completion)
         return texts

@@ -11,6 +11,7 @@ import base64
 import functools
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -243,7 +244,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, chat_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), chat_id
+        return datetime.fromisoformat(stamp), str(uuid.UUID(chat_id))
     except ValueError:
         raise InvalidInput("cursor is not valid") from None
 

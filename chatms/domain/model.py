@@ -112,11 +112,22 @@ class Chat:
         return self.system.tokens + sum(m.tokens for m in self.live)
 
     def prompt(self) -> Iterator[tuple[str, str]]:
-        """The (role, content) pairs sent upstream: system first, then the live window in order."""
+        """The (role, content) pairs sent upstream: system first, then the live window in order.
+
+        A question whose turn failed before any answer (refused upstream, cancelled early) is
+        kept in the history but not asked again: resending it could fail the chat for good.
+        """
         yield self.system.role.value, self.system.content
-        for m in self.live:
-            if m.in_prompt:
-                yield m.role.value, m.content
+        live = self.live
+        last = len(live) - 1
+        for i, m in enumerate(live):
+            if not m.in_prompt:
+                continue
+            if m.role is Role.USER and i < last:
+                reply = live[i + 1]
+                if not reply.content and reply.completion is not Completion.COMPLETE:
+                    continue
+            yield m.role.value, m.content
 
     def add_user_message(
         self, content: str, content_tokens: int, budget: TokenBudget

@@ -222,7 +222,7 @@ class HttpChat:
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not (declared.isascii() and declared.isdigit()):
                 raise errors.InvalidInput("Content-Length is not a number")
             if int(declared) > limit:
                 raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
@@ -256,7 +256,7 @@ class HttpChat:
         if not self._authorized(request):
             return _unauthorized()
         raw_limit = request.query_params.get("limit")
-        if raw_limit is not None and not raw_limit.isdigit():
+        if raw_limit is not None and not (raw_limit.isascii() and raw_limit.isdigit()):
             raise errors.InvalidInput("limit must be a whole number")
         page = await self.chats.chats(
             request.query_params.get("user_id", ""),

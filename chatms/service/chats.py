@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from chatms.domain.budget import TokenBudget
+from chatms.domain.budget import TokenBudget, known_context_window
 from chatms.domain.errors import (
     ChatError,
     InvalidInput,
@@ -84,6 +84,17 @@ class TurnReport:
 TurnObserver = Callable[[TurnReport], None]
 
 
+def _storable(name: str, value: str) -> None:
+    """Refuse text PostgreSQL cannot store: NUL, and lone surrogates (JSON's "\\ud800")."""
+    if "\x00" in value:
+        raise InvalidInput(f"{name} must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{name} is not valid Unicode text") from None
+
+
 def parse_chat_id(chat_id: str) -> str:
     """A canonical UUID string, or InvalidInput."""
     try:
@@ -116,22 +127,24 @@ class ChatService:
         self._persisting: set[asyncio.Task[None]] = set()
         self._system_tokens = counter.count(policy.system_prompt)
 
+    def budget_for(self, chat: Chat) -> TokenBudget:
+        """The budget of the chat's own model and reply size (settings may have changed)."""
+        policy, config = self.policy, chat.config
+        same_model = config.model == policy.defaults.model
+        if same_model and config.max_tokens == policy.defaults.max_tokens:
+            return policy.budget
+        window = policy.budget.context_window
+        if not same_model:
+            window = known_context_window(config.model) or window
+        try:
+            return TokenBudget(window, config.max_tokens)
+        except ValueError:  # a stored reply size the window cannot hold any more
+            return policy.budget
+
     def validate(self, user_id: str, chat_id: str | None, text: str) -> str | None:
         """Check a turn's input before any I/O; returns the canonical chat id."""
-        if not user_id or not user_id.strip():
-            raise InvalidInput("user_id must not be empty")
-        if len(user_id) > self.policy.max_user_id_chars:
-            raise PayloadTooLarge(
-                f"user_id is longer than {self.policy.max_user_id_chars} characters"
-            )
-        for name, value in (("user_id", user_id), ("user_message", text)):
-            if "\x00" in value:  # PostgreSQL text cannot hold NUL
-                raise InvalidInput(f"{name} must not contain NUL characters")
-            if not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:  # lone surrogates, e.g. from JSON "\ud800"
-                    raise InvalidInput(f"{name} is not valid Unicode text") from None
+        self._check_user(user_id)
+        _storable("user_message", text)
         if not text or not text.strip():
             raise InvalidInput("user_message must not be empty")
         if len(text) > self.policy.max_message_chars:
@@ -170,6 +183,7 @@ class ChatService:
             raise PayloadTooLarge(
                 f"user_id is longer than {self.policy.max_user_id_chars} characters"
             )
+        _storable("user_id", user_id)
 
     def stop_accepting(self) -> None:
         """Refuse new turns from now on; turns in flight go on."""
@@ -247,6 +261,7 @@ class Turn:
     async def __aenter__(self) -> Turn:
         svc = self._svc
         self.report.started = time.perf_counter()
+        self.result.deadline = time.monotonic() + self._svc.policy.turn_timeout
         if not svc.accepting:
             raise Unavailable("service is shutting down")
         chat_id = svc.validate(self.user_id, self._requested_id, self._text)
@@ -268,9 +283,9 @@ class Turn:
             # Inserted once the first delta is on its way (see _deltas), never before it.
             self._new = True
         else:
-            chat = await svc.repo.acquire(chat_id, self.user_id, self._lease)
+            chat = await self._acquire(chat_id)
             try:
-                self._pending = chat.add_user_message(self._text, tokens, svc.policy.budget)
+                self._pending = chat.add_user_message(self._text, tokens, svc.budget_for(chat))
             except BaseException:
                 await svc.repo.release(chat.id, self._lease)
                 raise
@@ -279,6 +294,20 @@ class Turn:
         self._renewer = asyncio.ensure_future(self._keep_lease())
         svc._turn_started(self.report.transport)
         return self
+
+    async def _acquire(self, chat_id: str) -> Chat:
+        """Lease and load the chat; a caller cancelled meanwhile leaves no lease behind."""
+        svc, lease = self._svc, self._lease
+        leasing = asyncio.ensure_future(svc.repo.acquire(chat_id, self.user_id, lease))
+        try:
+            return await asyncio.shield(leasing)
+        except asyncio.CancelledError:
+            def give_back(done: asyncio.Future[Chat]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    svc._keep(asyncio.ensure_future(svc.repo.release(chat_id, lease)))
+
+            leasing.add_done_callback(give_back)
+            raise
 
     async def _keep_lease(self) -> None:
         """Renew the chat's lease while the turn runs (a new chat's row may not exist yet)."""
@@ -299,13 +328,10 @@ class Turn:
     async def _deltas(self, chat: Chat) -> AsyncIterator[str]:
         parts = self.parts
         stream = self._svc.llm.complete(chat.config, list(chat.prompt()), self.result)
-        give_up = self.report.started + self._svc.policy.turn_timeout
         try:
             async for piece in stream:
                 if not parts:
                     self.report.first_token_at = time.perf_counter()
-                elif time.perf_counter() > give_up:
-                    raise UpstreamTimeout("the answer took longer than the turn time limit")
                 parts.append(piece)
                 yield piece
                 if self._new and self._created is None:
@@ -331,16 +357,23 @@ class Turn:
         if self._stream is not None:
             await self._stream.aclose()  # type: ignore[attr-defined]
         completion = self._completion_for(exc)
-        # Storing must finish even if our caller is cancelled again meanwhile.
-        task = self._svc._keep(asyncio.ensure_future(self._persist(completion)))
+        failure = exc
         try:
-            await asyncio.shield(task)
-        except ChatError:
-            if exc is None:
-                raise
+            if self._new and exc is not None and not self.parts:
+                # The client never learned this chat's id: storing it would only leave an
+                # orphan chat behind for every retry.
+                return
+            # Storing must finish even if our caller is cancelled again meanwhile.
+            task = self._svc._keep(asyncio.ensure_future(self._persist(completion)))
+            try:
+                await asyncio.shield(task)
+            except ChatError as stored_not:
+                if exc is None:
+                    failure = stored_not
+                    raise
         finally:
             self._svc._turn_ended(self.report.transport)
-            self._finish_report(completion, exc)
+            self._finish_report(completion, failure)
 
     def _completion_for(self, exc: BaseException | None) -> Completion:
         if exc is None:
@@ -417,7 +450,9 @@ class Turn:
         report.finish_reason = self.result.finish_reason
         report.usage = self.result.usage or Usage()
         report.deltas = len(self.parts)
-        report.outcome = "ok" if exc is None else completion.value
+        report.outcome = "ok" if exc is None else (
+            "store_failed" if completion is Completion.COMPLETE else completion.value
+        )
         if isinstance(exc, ChatError):
             report.error = type(exc).__name__
         for observe in self._svc.observers:

@@ -23,6 +23,9 @@ class UpstreamResult:
     finish_reason: str | None = None
     usage: Usage | None = None
     attempts: int = 0
+    # time.monotonic() by which the whole answer must be in; checked as bytes arrive, so
+    # a stream that trickles keep-alives cannot outlive it.
+    deadline: float | None = None
 
 
 class CompletionClient(Protocol):

@@ -45,7 +45,12 @@ class WhatsAppWorker:
         self._stopping = True
         self.service.arrived.set()
         if self._loop_task is not None:
-            await self._loop_task
+            # The claim loop stops at its next turn; a claim stuck on the database does not
+            # hold up the shutdown beyond the grace period.
+            done, _ = await asyncio.wait({self._loop_task}, timeout=grace)
+            if not done:
+                self._loop_task.cancel()
+                await asyncio.gather(self._loop_task, return_exceptions=True)
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=grace)
             for task in late:

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import httpx
+import pytest
 
 from tests.e2e.grpc_sync import chat
 from tests.fakes.openai import API_KEY, FakeOpenAI, Script
@@ -40,11 +41,10 @@ def test_logs_hold_no_secret(serve, fake_openai: FakeOpenAI, fake_twilio) -> Non
     with grpc.insecure_channel(proc.grpc_target) as channel:
         stub = pb2_grpc.ChatServiceStub(channel)
         for token in (AUTH_TOKEN[:-1], AUTH_TOKEN + "x", "Bearer " + API_KEY):
-            try:
+            with pytest.raises(grpc.RpcError) as refused:
                 list(stub.ChatStream(pb2.ChatRequest(user_id=user, user_message="hi"),
                                      metadata=(("authorization", token),), timeout=10))
-            except grpc.RpcError as exc:
-                assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert proc.terminate() == 0
     log = proc.log()
     assert "DEBUG chatms settings" in log  # the log really was written at DEBUG

@@ -1,9 +1,10 @@
-"""No input to the HTTP chat route or the WhatsApp webhook produces a 500 (hypothesis)."""
+"""No input to the HTTP chat and history routes or the WhatsApp webhook produces a 500."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -67,3 +68,21 @@ def test_webhook_never_fails_with_500(
     reply = httpx.post(url, data=form, headers=headers, timeout=20)
     answered_cleanly(reply)
     assert reply.status_code in (200, 400, 403)
+
+
+@SETTINGS
+@given(user=st.text(max_size=20), limit=st.text(max_size=4), cursor=st.text(max_size=40),
+       chat_id=st.text(min_size=1, max_size=40).map(lambda s: quote(s, safe="")),
+       body=st.binary(max_size=100) | FIELDS.map(lambda d: json.dumps(d).encode()))
+def test_history_routes_never_fail_with_500(
+    proc: ServeProcess, user: str, limit: str, cursor: str, chat_id: str, body: bytes
+) -> None:
+    """Any user id, limit, cursor, chat id or body on the history routes: never a 500."""
+    auth = {"authorization": SERVICE_TOKEN}
+    params = {"user_id": user, "limit": limit, "cursor": cursor}
+    with httpx.Client(base_url=proc.http_url, headers=auth, timeout=20) as http:
+        for reply in (http.get("/chats", params=params),
+                      http.get(f"/chats/{chat_id}", params={"user_id": user}),
+                      http.post(f"/chats/{chat_id}/end", content=body)):
+            answered_cleanly(reply)
+            assert reply.status_code in (200, 400, 404, 405, 413), reply.text

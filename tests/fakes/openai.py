@@ -41,6 +41,7 @@ class Seen:
     body: dict[str, Any]
     at: float
     finished: bool = False
+    finished_at: float | None = None
     closed_early_at: float | None = None
 
 
@@ -131,7 +132,7 @@ class FakeOpenAI(LoopbackFake):
             if s.done:
                 await write_chunk(writer, b"data: [DONE]\n\n")
             await write_chunk(writer, b"")  # a clean end of the body, [DONE] or not
-            seen.finished = True
+            seen.finished, seen.finished_at = True, time.monotonic()
         except (ConnectionError, asyncio.CancelledError):
             seen.closed_early_at = time.monotonic()
             raise drop() from None

@@ -44,16 +44,23 @@ class Env:
     async def turn(self, script: Script | None = None, *, user: str | None = None,
                    chat_id: str | None = None, deadline: float = 20,
                    text: str | None = None) -> StreamResult:
-        """One turn; a turn that got past validation must end up stored."""
+        """One turn; what the service accepted must end up stored.
+
+        Accepted: a turn that answered, or sent any part of an answer, or continued an
+        existing chat and then failed upstream. A new chat's first turn that failed before
+        any answer is, by design, not stored (the client never learned its id).
+        """
         if script is not None:
             self.fake.queue(script)
         self.counter += 1
         text = text or f"fault message {self.counter}"
         user = new_user() if user is None else user
         result = await chat_stream(self.target, user, text, chat_id, deadline=deadline)
-        if result.code in (OK, UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                           grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED) \
-                and not (result.code == UNAVAILABLE and "database" in result.details):
+        failed_upstream = result.code in (
+            UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.CANCELLED,
+        ) and "database" not in result.details
+        if result.code == OK or result.messages or (chat_id is not None and failed_upstream):
             self.ledger.accepted.append(text)
         return result
 

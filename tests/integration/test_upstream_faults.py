@@ -129,3 +129,54 @@ async def test_rejected_key_is_not_echoed(start_app, fake_openai) -> None:
     result = await chat_stream(target(app), new_user(), "hi")
     assert result.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "sk-" not in result.details and "efgh" not in result.details
+
+
+async def test_chunks_of_unexpected_shape_are_skipped(start_app, fake_openai) -> None:
+    """Chunks whose parts are not what OpenAI sends are skipped, not a crash."""
+    app = await start_app()
+    odd = ['data: {"choices": ["x"]}\n\n', 'data: {"choices": [{"delta": "s"}]}\n\n',
+           'data: {"choices": [{"delta": {"content": 5}}]}\n\n',
+           'data: {"choices": {"0": 1}, "usage": {"prompt_tokens": "abc"}}\n\n']
+    fake_openai.queue(Script(raw_before=odd))
+    result = await chat_stream(target(app), new_user(), "odd chunks")
+    assert result.code == grpc.StatusCode.OK, result.details
+    assert result.answer == "You said: odd chunks"
+
+
+async def test_keep_alives_cannot_outlive_the_turn_limit(start_app, fake_openai) -> None:
+    """An upstream that keeps the stream alive without finishing is cut at the turn limit."""
+    app = await start_app(TURN_TIMEOUT_SECONDS="1", UPSTREAM_IDLE_TIMEOUT="0.5")
+    fake_openai.queue(Script(pieces=["a"] + [""] * 40, gap=0.1))  # empty deltas: bytes only
+    result = await chat_stream(target(app), new_user(), "hang on")
+    assert result.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "turn time limit" in result.details
+
+
+async def test_a_new_chat_refused_before_any_answer_is_not_stored(
+    start_app, fake_openai, database_url: str
+) -> None:
+    """A first turn that fails before any answer leaves no orphan chat behind."""
+    app = await start_app()
+    user = new_user()
+    for status in (400, 429, 500):
+        fake_openai.queue(Script(status=status))
+        assert (await chat_stream(target(app), user, "hi")).code != grpc.StatusCode.OK
+    await app.chats.drain(grace=5)
+    assert await fetch(database_url, "SELECT id FROM chats WHERE owner_id = $1", user) == []
+
+
+async def test_a_refused_question_is_not_asked_again(
+    start_app, fake_openai, database_url: str
+) -> None:
+    """In an existing chat, a question the upstream refused stays in history, not in context."""
+    app = await start_app()
+    user = new_user()
+    chat_id = (await chat_stream(target(app), user, "first")).chat_id
+    fake_openai.queue(Script(status=400))
+    refused = await chat_stream(target(app), user, "refused one", chat_id=chat_id)
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION
+    await chat_stream(target(app), user, "second", chat_id=chat_id)
+    sent = [m["content"] for m in fake_openai.requests[-1].body["messages"]]
+    assert "refused one" not in sent and sent[-1] == "second"
+    rows = await fetch(database_url, "SELECT content FROM messages WHERE chat_id = $1", chat_id)
+    assert "refused one" in [r["content"] for r in rows]

@@ -91,7 +91,7 @@ def test_empty_partial_answers_are_not_sent_upstream() -> None:
     chat = new_chat()
     turn = chat.add_user_message("hi", 1, TokenBudget(1000, 100))
     chat.add_assistant_message(turn, "", 0, Completion.CANCELLED, None, Usage())
-    assert list(chat.prompt()) == [("system", "sys"), ("user", "hi")]
+    assert list(chat.prompt()) == [("system", "sys")]
     assert turn.assistant is not None and turn.assistant.tokens == 0
 
 
@@ -103,3 +103,14 @@ def test_ended_chat_and_blank_messages_are_refused() -> None:
     chat.end()
     with pytest.raises(ChatEnded):
         chat.add_user_message("hi", 1, TokenBudget(1000, 100))
+
+
+def test_a_question_that_got_no_answer_is_not_asked_again() -> None:
+    """A turn that failed before any answer stays in history but leaves the prompt."""
+    chat = new_chat()
+    budget = TokenBudget(1000, 100)
+    failed = chat.add_user_message("poison", 1, budget)
+    chat.add_assistant_message(failed, "", 0, Completion.UPSTREAM_ERROR, None, Usage())
+    chat.add_user_message("next", 1, budget)
+    assert list(chat.prompt()) == [("system", "sys"), ("user", "next")]
+    assert [m.content for m in chat.live] == ["poison", "", "next"]
