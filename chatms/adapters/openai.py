@@ -136,6 +136,27 @@ def error_for_status(status: int, body: bytes) -> UpstreamError:
     return UpstreamRejected(f"upstream rejected the request (HTTP {status}){suffix}")
 
 
+def _httpcore_connection(response: httpx.Response) -> Any:
+    """The HTTP/1.1 connection under a streamed response, or None if httpx's layout differs."""
+    stream = getattr(response.stream, "_stream", None)  # httpx's BoundAsyncStream
+    stream = getattr(stream, "_httpcore_stream", None)  # httpx's AsyncResponseStream
+    stream = getattr(stream, "_stream", None)  # httpcore's PoolByteStream
+    return getattr(stream, "_connection", None)  # httpcore's HTTP11ConnectionByteStream
+
+
+async def abandon_connection(response: httpx.Response) -> None:
+    """Make sure an answer we stopped reading no longer holds its connection open.
+
+    httpcore closes an unfinished response's connection after taking an anyio lock; a
+    second asyncio cancel of the reading task interrupts that, marks the stream closed and
+    leaves the socket open: the upstream keeps generating and the pool keeps a dead slot.
+    Closing the connection again is idempotent, and the pool then drops it.
+    """
+    connection = _httpcore_connection(response)
+    if connection is not None and not connection.is_closed():
+        await connection.aclose()
+
+
 def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "[redacted]") if secret else text
 
@@ -185,15 +206,26 @@ class OpenAIClient:
                     result.attempts, retry.error, delay,
                 )
                 await asyncio.sleep(delay)
+        whole = False
         try:
-            if first is None:
-                return
-            yield first
-            async for delta in events:
-                yield delta
+            if first is not None:
+                yield first
+                async for delta in events:
+                    yield delta
+            whole = True
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
-            await response.aclose()
+            # Shielded: grpclib cancels a handler once for its deadline and again when the
+            # client resets the stream; a second cancel must not leave the upstream open.
+            await asyncio.shield(self._release(events, response, whole))
+
+    @staticmethod
+    async def _release(
+        events: AsyncIterator[str], response: httpx.Response, whole: bool
+    ) -> None:
+        await events.aclose()  # type: ignore[attr-defined]
+        await response.aclose()
+        if not whole:
+            await abandon_connection(response)
 
     async def _until_first_delta(
         self, payload: bytes, result: UpstreamResult, deadline: float
@@ -222,17 +254,17 @@ class OpenAIClient:
                     raise _Retry(exc, None) from None
                 return response, events, first
         except TimeoutError:
-            await self._close(response)
+            await asyncio.shield(self._close(response))
             raise UpstreamTimeout("upstream sent no answer in time") from None
         except httpx.TimeoutException:
-            await self._close(response)
+            await asyncio.shield(self._close(response))
             raise _Retry(UpstreamTimeout("upstream timed out"), None) from None
         except (httpx.TransportError, httpx.StreamError) as exc:
-            await self._close(response)
+            await asyncio.shield(self._close(response))
             detail = _redact(str(exc), self.settings.api_key)[:200]
             raise _Retry(UpstreamUnavailable(f"upstream unreachable: {detail}"), None) from None
         except BaseException:
-            await self._close(response)
+            await asyncio.shield(self._close(response))
             raise
 
     @staticmethod

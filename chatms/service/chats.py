@@ -354,17 +354,15 @@ class Turn:
     ) -> None:
         if self._renewer is not None:
             self._renewer.cancel()
-        if self._stream is not None:
-            await self._stream.aclose()  # type: ignore[attr-defined]
         completion = self._completion_for(exc)
+        # A new chat whose client never learned its id is not stored: it would only leave
+        # an orphan chat behind for every retry.
+        store = not (self._new and exc is not None and not self.parts)
         failure = exc
         try:
-            if self._new and exc is not None and not self.parts:
-                # The client never learned this chat's id: storing it would only leave an
-                # orphan chat behind for every retry.
-                return
-            # Storing must finish even if our caller is cancelled again meanwhile.
-            task = self._svc._keep(asyncio.ensure_future(self._persist(completion)))
+            # Closing the upstream and storing must finish even if our caller is cancelled
+            # again meanwhile (grpclib cancels on the deadline and again on a stream reset).
+            task = self._svc._keep(asyncio.ensure_future(self._wind_down(completion, store)))
             try:
                 await asyncio.shield(task)
             except ChatError as stored_not:
@@ -374,6 +372,12 @@ class Turn:
         finally:
             self._svc._turn_ended(self.report.transport)
             self._finish_report(completion, failure)
+
+    async def _wind_down(self, completion: Completion, store: bool) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()  # type: ignore[attr-defined]
+        if store:
+            await self._persist(completion)
 
     def _completion_for(self, exc: BaseException | None) -> Completion:
         if exc is None:

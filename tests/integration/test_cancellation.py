@@ -7,6 +7,7 @@ import time
 
 import asyncpg
 import grpc
+import httpx
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.integration.grpc_client import chat_stream
@@ -79,3 +80,22 @@ async def test_client_deadline_is_honored(start_app, fake_openai, database_url: 
     assert result.messages, "the first pieces arrive well within the deadline"
     rows = await answers(database_url, result.chat_id)
     assert rows[-1]["role"] == "assistant" and rows[-1]["completion"] == "cancelled"
+
+
+async def test_an_abandoned_answer_releases_its_connection(fake_openai: FakeOpenAI) -> None:
+    """Stopping mid-answer closes the connection itself, wherever httpx keeps it."""
+    from chatms.adapters.openai import _httpcore_connection, abandon_connection
+    from tests.fakes.openai import API_KEY
+
+    fake_openai.queue(Script(pieces=SLOW, gap=0.1))
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    async with httpx.AsyncClient() as http, http.stream(
+        "POST", fake_openai.base_url + "/chat/completions", json=body,
+        headers={"authorization": f"Bearer {API_KEY}"},
+    ) as response:
+        connection = _httpcore_connection(response)
+        assert connection is not None and not connection.is_closed()
+        await abandon_connection(response)
+        assert connection.is_closed()
+    seen = fake_openai.requests[0]
+    await wait_for(lambda: seen.closed_early_at is not None)
