@@ -24,7 +24,7 @@ END = b"\x00\n"
 
 
 async def lines_deltas(response: httpx.Response) -> AsyncIterator[str]:
-    """The text deltas, the way chatms reads them today: aiter_lines + json.loads."""
+    """The text deltas the plain way: aiter_lines + json.loads (the baseline relay)."""
     async for line in response.aiter_lines():
         if not line.startswith("data:"):
             continue
@@ -39,7 +39,7 @@ async def lines_deltas(response: httpx.Response) -> AsyncIterator[str]:
 
 
 async def raw_deltas(response: httpx.Response) -> AsyncIterator[str]:
-    """The same deltas from aiter_raw with our own SSE split on bytes (no text decoding)."""
+    """The same deltas from aiter_raw with an SSE split on bytes, as chatms reads them."""
     pending = b""
     async for chunk in response.aiter_raw():
         events = (pending + chunk if pending else chunk).split(b"\n\n")
