@@ -31,11 +31,14 @@ async def lines_deltas(response: httpx.Response) -> AsyncIterator[str]:
         data = line[5:].strip()
         if data == "[DONE]":
             return
-        choices = json.loads(data).get("choices")
-        if choices:
-            text = choices[0]["delta"].get("content")
-            if text:
-                yield text
+        if text := _text_of(data):
+            yield text
+
+
+def _text_of(data: str | bytes) -> str | None:
+    """The content delta of one SSE data payload, if it has one."""
+    choices = json.loads(data).get("choices")
+    return choices[0]["delta"].get("content") if choices else None
 
 
 async def raw_deltas(response: httpx.Response) -> AsyncIterator[str]:
@@ -50,11 +53,8 @@ async def raw_deltas(response: httpx.Response) -> AsyncIterator[str]:
             data = event[5:].strip()
             if data == b"[DONE]":
                 return
-            choices = json.loads(data).get("choices")
-            if choices:
-                text = choices[0]["delta"].get("content")
-                if text:
-                    yield text
+            if text := _text_of(data):
+                yield text
 
 
 async def relay_one(
