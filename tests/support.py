@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -21,9 +22,20 @@ AUTH_TOKEN = "test-service-token-3f9c2a"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, chosen below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) may be handed out again to an outgoing
+    connection before the server under test binds it; ports below 32768 are not.
+    """
+    for _ in range(200):
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found between 20000 and 32000")
 
 
 def new_user() -> str:
