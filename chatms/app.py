@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,7 @@ from hypercorn.config import Config as HypercornConfig
 from starlette.routing import BaseRoute
 
 from chatms.adapters.embedded_postgres import EmbeddedPostgres
-from chatms.adapters.openai import OpenAIClient, UpstreamSettings, build_http_client
+from chatms.adapters.openai import OpenAIClient, build_http_client
 from chatms.adapters.postgres import (
     PostgresChatRepository,
     create_pool,
@@ -31,7 +32,7 @@ from chatms.adapters.postgres import (
 from chatms.adapters.tokenizer import load_counter
 from chatms.adapters.twilio import TwilioSender, build_twilio_http
 from chatms.adapters.whatsapp_store import PostgresWhatsAppStore
-from chatms.config import Settings
+from chatms.config import DatabaseSettings, Settings
 from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc import ChatGrpcService, require_token, tag_requests
 from chatms.entrypoints.grpc_codec import GuardedProtoCodec
@@ -42,42 +43,19 @@ from chatms.entrypoints.reflection import with_reflection
 from chatms.entrypoints.whatsapp import TwilioWebhook, whatsapp_routes
 from chatms.observability.logs import log_turn
 from chatms.observability.metrics import Metrics
-from chatms.service.chats import ChatService, TurnPolicy
+from chatms.service.chats import ChatService
 from chatms.service.ports import ChatRepository
-from chatms.service.whatsapp import Pacer, WhatsAppPolicy, WhatsAppService
+from chatms.service.whatsapp import Pacer, WhatsAppService
 from chatms.service.whatsapp_worker import WhatsAppWorker
 
 log = logging.getLogger("chatms")
 
 
-def upstream_settings(settings: Settings) -> UpstreamSettings:
-    return UpstreamSettings(
-        base_url=settings.openai_base_url,
-        api_key=settings.openai_api_key,
-        connect_timeout=settings.upstream_connect_timeout,
-        first_token_timeout=settings.upstream_first_token_timeout,
-        idle_timeout=settings.upstream_idle_timeout,
-        max_retries=settings.upstream_max_retries,
-    )
-
-
-def turn_policy(settings: Settings) -> TurnPolicy:
-    return TurnPolicy(
-        defaults=settings.chat_defaults,
-        system_prompt=settings.initial_chat_message,
-        budget=settings.budget,
-        max_message_chars=settings.max_message_chars,
-        max_user_id_chars=settings.max_user_id_chars,
-        turn_timeout=settings.turn_timeout,
-        lease_seconds=settings.chat_lease_seconds,
-    )
-
-
-async def connect_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+async def connect_database(settings: DatabaseSettings) -> tuple[str, EmbeddedPostgres | None]:
     """The database URL to use, starting the embedded PostgreSQL when none is configured."""
-    if settings.database_url:
-        return settings.database_url, None
-    embedded = EmbeddedPostgres(settings.data_dir.resolve())
+    if settings.url:
+        return settings.url, None
+    embedded = EmbeddedPostgres(Path(settings.data_dir))
     url = await asyncio.to_thread(embedded.start)
     return url, embedded
 
@@ -124,7 +102,7 @@ class App:
     async def start(self) -> None:
         s = self.settings
         log.debug("settings: %s", s.describe())
-        token = s.auth_token
+        token = s.server.auth_token
         if token is None:
             token = secrets.token_urlsafe(24)
             # Printed once, to the terminal only: the operator needs it to call us.
@@ -132,18 +110,16 @@ class App:
         repo = self.repository
         postgres: PostgresChatRepository | None = None
         if repo is None:
-            url, self.embedded = await connect_database(s)
-            self.pool = await create_pool(
-                url, max_size=s.db_pool_size, on_query=self.metrics.observe_query
-            )
+            url, self.embedded = await connect_database(s.database)
+            self.pool = await create_pool(url, s.database, on_query=self.metrics.observe_query)
             await migrate(self.pool)
-            repo = postgres = PostgresChatRepository(
-                self.pool, acquire_timeout=s.db_acquire_timeout
-            )
-        counter = await asyncio.to_thread(load_counter, s.model, offline=s.tiktoken_offline)
-        self.http = build_http_client(upstream_settings(s))
+            repo = postgres = PostgresChatRepository(self.pool, s.database)
+        counter = await asyncio.to_thread(
+            load_counter, s.model.model, offline=s.model.tiktoken_offline
+        )
+        self.http = build_http_client(s.upstream)
         self.chats = ChatService(
-            repo, OpenAIClient(self.http, upstream_settings(s)), counter, turn_policy(s),
+            repo, OpenAIClient(self.http, s.upstream), counter, s.model, s.turns,
             observers=(self.metrics.observe_turn, log_turn),
         )
         self.metrics.watch_streams(self.chats.streaming)
@@ -152,55 +128,50 @@ class App:
         services = [ChatGrpcService(self.chats)]
         self.grpc_server = Server(
             with_reflection([*services, grpc_health(ready, services)]),
-            codec=GuardedProtoCodec(s.grpc_max_message_bytes),
+            codec=GuardedProtoCodec(s.server.grpc_max_message_bytes),
         )
         require_token(self.grpc_server, TokenCheck(token))
         tag_requests(self.grpc_server)
-        await self.grpc_server.start(s.grpc_host, s.grpc_port)
+        await self.grpc_server.start(s.server.grpc_host, s.server.grpc_port)
 
         web = HypercornConfig()
         # Listen before start() returns, so callers can connect at once; Hypercorn takes
         # over a duplicate of the socket and closes it when it stops.
-        with socket.create_server((s.web_host, s.web_port), backlog=1024) as listener:
+        with socket.create_server((s.server.web_host, s.server.web_port), backlog=1024) as listener:
             web.bind = [f"fd://{os.dup(listener.fileno())}"]
         web.graceful_timeout = 1.0
         # Hypercorn's messages through our handlers and format, not a handler of its own.
         web.errorlog = logging.getLogger("hypercorn.error")
         routes: list[BaseRoute] = [*ops_routes(ready, self.metrics)]
-        routes += chat_routes(self.chats, TokenCheck(token), s.max_body_bytes)
+        routes += chat_routes(self.chats, TokenCheck(token), s.server.max_body_bytes)
         self._start_whatsapp()
-        routes += whatsapp_routes(TwilioWebhook(
-            self.whatsapp, s.twilio_account_sid, s.twilio_auth_token, s.public_base_url,
-            s.max_body_bytes,
-        ))
+        routes += whatsapp_routes(
+            TwilioWebhook(self.whatsapp, s.whatsapp, s.server.max_body_bytes)
+        )
         self._web_task = asyncio.create_task(
             serve(json_errors(build_http_app(routes)), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
         )
         log.info("chatms ready: gRPC on %s:%d, HTTP on %s:%d (model %s)",
-                 s.grpc_host, s.grpc_port, s.web_host, s.web_port, s.model)
+                 s.server.grpc_host, s.server.grpc_port, s.server.web_host, s.server.web_port,
+                 s.model.model)
 
     def _start_whatsapp(self) -> None:
         """The WhatsApp answering worker, when Twilio is configured (the webhook says 503 else)."""
         s = self.settings
-        if not s.whatsapp_configured or self.pool is None or self.chats is None:
+        if not s.whatsapp.configured or self.pool is None or self.chats is None:
             return
-        assert s.twilio_account_sid is not None and s.twilio_auth_token is not None
         self.twilio_http = build_twilio_http()
-        sender = TwilioSender(s.twilio_account_sid, s.twilio_auth_token, self.twilio_http,
-                              s.twilio_api_base_url)
+        sender = TwilioSender(s.whatsapp, self.twilio_http)
         self.whatsapp = WhatsAppService(
-            PostgresWhatsAppStore(self.pool, s.db_acquire_timeout), self.chats, sender,
-            WhatsAppPolicy(max_body_chars=s.whatsapp_max_body_chars),
-            Pacer(s.whatsapp_send_rate),
+            PostgresWhatsAppStore(self.pool, s.database), self.chats, sender, s.whatsapp,
+            Pacer(s.whatsapp.send_rate),
         )
-        self.whatsapp_worker = WhatsAppWorker(
-            self.whatsapp, s.whatsapp_claim_seconds, s.whatsapp_concurrency
-        )
+        self.whatsapp_worker = WhatsAppWorker(self.whatsapp, s.whatsapp)
         self.whatsapp_worker.start()
 
     async def stop(self) -> None:
         """Stop taking turns, let those in flight finish within the grace period, then close."""
-        grace = self.settings.shutdown_grace_seconds
+        grace = self.settings.server.shutdown_grace_seconds
         if self.chats is not None:
             # First, so /readyz and gRPC health say 503 / NOT_SERVING while we drain.
             self.chats.stop_accepting()
@@ -222,7 +193,7 @@ class App:
         if self._web_task is not None:
             await self._web_task
         if self.chats is not None:
-            await self.chats.drain(grace=10.0)
+            await self.chats.drain(grace=self.settings.server.store_grace_seconds)
         if self.http is not None:
             await self.http.aclose()
         if self.twilio_http is not None:

@@ -165,7 +165,7 @@ class OwnPostgres:
 
 def grpc_target(app: object) -> str:
     """host:port of an in-process App's gRPC listener."""
-    return f"127.0.0.1:{app.settings.grpc_port}"  # type: ignore[attr-defined]
+    return f"127.0.0.1:{app.settings.server.grpc_port}"  # type: ignore[attr-defined]
 
 
 async def fetch(database_url: str, sql: str, *args: object) -> list[Any]:

@@ -24,6 +24,7 @@ class EmbeddedPostgres:
         os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")  # noqa: S108
         import pgserver
 
+        self.pgdata = self.pgdata.resolve()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         get_server = pgserver.get_server  # type: ignore[attr-defined]
         self._server = get_server(self.pgdata, cleanup_mode="stop")

@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from chatms.adapters.sse import SSEDecoder
+from chatms.config import UpstreamSettings
 from chatms.domain.errors import (
     NotConfigured,
     UpstreamError,
@@ -29,21 +30,9 @@ from chatms.domain.errors import (
     UpstreamUnavailable,
 )
 from chatms.domain.model import ChatConfig, Usage
-from chatms.service.ports import UpstreamResult
+from chatms.service.ports import Finished, UpstreamEvent
 
 log = logging.getLogger("chatms.openai")
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamSettings:
-    base_url: str = "https://api.openai.com/v1"
-    api_key: str | None = None
-    connect_timeout: float = 5.0
-    first_token_timeout: float = 60.0
-    idle_timeout: float = 60.0
-    max_retries: int = 2
-    backoff_base: float = 0.25
-    max_connections: int = 200
 
 
 def build_http_client(settings: UpstreamSettings) -> httpx.AsyncClient:
@@ -167,6 +156,15 @@ class _Retry(Exception):
         self.delay = delay
 
 
+@dataclass(slots=True)
+class _Ending:
+    """What the chunks said so far about how the answer ends (private to one stream)."""
+
+    deadline: float
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
 class OpenAIClient:
     def __init__(self, http: httpx.AsyncClient, settings: UpstreamSettings) -> None:
         self.http = http
@@ -179,33 +177,14 @@ class OpenAIClient:
             self._headers["authorization"] = f"Bearer {settings.api_key}"
 
     async def complete(
-        self, config: ChatConfig, messages: Sequence[tuple[str, str]], result: UpstreamResult
-    ) -> AsyncIterator[str]:
-        """Stream text deltas; retries only happen before the first delta was handed out."""
+        self, config: ChatConfig, messages: Sequence[tuple[str, str]], deadline: float
+    ) -> AsyncGenerator[UpstreamEvent, None]:
+        """Text deltas, then `Finished`; retries only happen before the first delta went out."""
         if not self.settings.api_key:
             raise NotConfigured("OPENAI_API_KEY is not set; the service cannot answer")
-        s = self.settings
         payload = json.dumps(request_body(config, messages)).encode()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.first_token_timeout
-        while True:
-            result.attempts += 1
-            try:
-                response, events, first = await self._until_first_delta(payload, result, deadline)
-                break
-            except _Retry as retry:
-                delay = retry.delay
-                if delay is None:
-                    delay = s.backoff_base * 2 ** (result.attempts - 1)
-                    delay *= 0.5 + random.random()  # noqa: S311 (jitter, not crypto)
-                # Retries fit within the first-token deadline, or are not tried at all.
-                if result.attempts > s.max_retries or loop.time() + delay > deadline:
-                    raise retry.error from None
-                log.info(
-                    "upstream attempt %d failed (%s); retrying in %.2fs",
-                    result.attempts, retry.error, delay,
-                )
-                await asyncio.sleep(delay)
+        ending = _Ending(deadline)
+        response, events, first = await self._first_delta_with_retries(payload, ending)
         whole = False
         try:
             if first is not None:
@@ -217,19 +196,45 @@ class OpenAIClient:
             # Shielded: grpclib cancels a handler once for its deadline and again when the
             # client resets the stream; a second cancel must not leave the upstream open.
             await asyncio.shield(self._release(events, response, whole))
+        yield Finished(ending.finish_reason, ending.usage)
+
+    async def _first_delta_with_retries(
+        self, payload: bytes, ending: _Ending
+    ) -> tuple[httpx.Response, AsyncGenerator[str, None], str | None]:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.first_token_timeout
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await self._until_first_delta(payload, ending, deadline)
+            except _Retry as retry:
+                delay = retry.delay
+                if delay is None:
+                    delay = s.backoff_base * 2 ** (attempts - 1)
+                    delay *= 0.5 + random.random()  # noqa: S311 (jitter, not crypto)
+                # Retries fit within the first-token deadline, or are not tried at all.
+                if attempts > s.max_retries or loop.time() + delay > deadline:
+                    raise retry.error from None
+                log.info(
+                    "upstream attempt %d failed (%s); retrying in %.2fs",
+                    attempts, retry.error, delay,
+                )
+                await asyncio.sleep(delay)
 
     @staticmethod
     async def _release(
-        events: AsyncIterator[str], response: httpx.Response, whole: bool
+        events: AsyncGenerator[str, None], response: httpx.Response, whole: bool
     ) -> None:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         await response.aclose()
         if not whole:
             await abandon_connection(response)
 
     async def _until_first_delta(
-        self, payload: bytes, result: UpstreamResult, deadline: float
-    ) -> tuple[httpx.Response, AsyncIterator[str], str | None]:
+        self, payload: bytes, ending: _Ending, deadline: float
+    ) -> tuple[httpx.Response, AsyncGenerator[str, None], str | None]:
         """Open the stream and read it up to the first text delta, within the deadline.
 
         Nothing has reached the caller yet, so every transient failure here may be retried.
@@ -247,7 +252,7 @@ class OpenAIClient:
                     raise error
                 encoded = response.headers.get("content-encoding", "identity") != "identity"
                 chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-                events = self._events(chunks, result)
+                events = self._events(chunks, ending)
                 try:
                     first = await anext(events, None)
                 except (UpstreamUnavailable, UpstreamTimeout) as exc:
@@ -273,8 +278,8 @@ class OpenAIClient:
             await response.aclose()
 
     async def _events(
-        self, chunks: AsyncIterator[bytes], result: UpstreamResult
-    ) -> AsyncIterator[str]:
+        self, chunks: AsyncIterator[bytes], ending: _Ending
+    ) -> AsyncGenerator[str, None]:
         """Text deltas from the SSE byte stream, recording the finish reason and usage.
 
         All the deltas one network read brought are handed out together: a backlog (a slow
@@ -282,33 +287,33 @@ class OpenAIClient:
         """
         decoder = SSEDecoder()
         done = False
-        deadline = result.deadline or float("inf")
+        deadline = ending.deadline
         try:
             async for chunk in chunks:
                 if time.monotonic() > deadline:
                     raise UpstreamTimeout("the answer took longer than the turn time limit")
-                texts = self._parse(decoder.feed(chunk), result)
+                texts = self._parse(decoder.feed(chunk), ending)
                 if texts is None:
                     done = True
                     break
                 if texts:
                     yield texts[0] if len(texts) == 1 else "".join(texts)
             else:
-                texts = self._parse(decoder.close(), result)
+                texts = self._parse(decoder.close(), ending)
                 done = texts is None
                 if texts:
                     yield "".join(texts)
         except httpx.TimeoutException:
             raise UpstreamTimeout("upstream stalled mid-answer") from None
         except (httpx.TransportError, httpx.StreamError):
-            if result.finish_reason is None:
+            if ending.finish_reason is None:
                 raise UpstreamUnavailable("upstream connection broke mid-answer") from None
-        if not done and result.finish_reason is None:
+        if not done and ending.finish_reason is None:
             # Some OpenAI-compatible servers omit [DONE]; a finish reason says the answer is whole.
             raise UpstreamUnavailable("upstream stream ended before the answer was finished")
 
     @staticmethod
-    def _parse(events: list[bytes], result: UpstreamResult) -> list[str] | None:
+    def _parse(events: list[bytes], ending: _Ending) -> list[str] | None:
         """The text deltas of `events`; None once `[DONE]` arrived.
 
         Chunks are checked for shape, not trusted: a part that is not what OpenAI sends is
@@ -340,12 +345,12 @@ class OpenAIClient:
                     texts.append(text)
                 reason = choice.get("finish_reason")
                 if isinstance(reason, str) and reason:
-                    result.finish_reason = reason
+                    ending.finish_reason = reason
             elif choice is not None:
                 log.warning("upstream sent a chunk of an unexpected shape; skipped")
             usage = chunk.get("usage")
             if isinstance(usage, dict):
                 prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
                 if isinstance(prompt, int) and isinstance(completion, int):
-                    result.usage = Usage(prompt, completion)
+                    ending.usage = Usage(prompt, completion)
         return texts

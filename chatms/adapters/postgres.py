@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from chatms.config import DatabaseSettings
 from chatms.domain.errors import ChatBusy, ChatEnded, ChatNotFound, InvalidInput, Unavailable
 from chatms.domain.model import (
     Chat,
@@ -74,17 +75,19 @@ class _StatelessConnection(asyncpg.Connection):  # type: ignore[misc]
 
 async def create_pool(
     dsn: str,
+    settings: DatabaseSettings | None = None,
     *,
     min_size: int = 1,
-    max_size: int = 10,
-    command_timeout: float = 10.0,
+    max_size: int | None = None,
     on_query: QueryObserver | None = None,
 ) -> asyncpg.Pool:
+    """A pool of `settings.pool_size` connections (or `max_size`), each observed by `on_query`."""
+    settings = settings or DatabaseSettings()
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
-        max_size=max_size,
-        command_timeout=command_timeout,
+        max_size=max_size or settings.pool_size,
+        command_timeout=settings.command_timeout,
         init=functools.partial(_init_connection, on_query=on_query),
         connection_class=_StatelessConnection,
     )
@@ -250,9 +253,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 class PostgresChatRepository:
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: DatabaseSettings | None = None) -> None:
         self.pool = pool
-        self.acquire_timeout = acquire_timeout
+        self.acquire_timeout = (settings or DatabaseSettings()).acquire_timeout
 
     @asynccontextmanager
     async def _conn(self, patience: float = 1.0) -> AsyncIterator[asyncpg.Connection]:

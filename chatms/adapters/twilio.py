@@ -17,12 +17,10 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from chatms.config import WhatsAppSettings
 from chatms.service.whatsapp import SendFailed
 
 log = logging.getLogger("chatms.twilio")
-
-DEFAULT_API_BASE_URL = "https://api.twilio.com"
-
 
 def build_twilio_http(connect_timeout: float = 5.0, timeout: float = 15.0) -> httpx.AsyncClient:
     return httpx.AsyncClient(
@@ -38,10 +36,10 @@ def rebase(url: str, base_url: str) -> str:
     return urlunsplit((base.scheme, base.netloc, path, target.query, ""))
 
 
-class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]
+class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no types
     """The twilio package's async HTTP interface, backed by a shared httpx client."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str = DEFAULT_API_BASE_URL) -> None:
+    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
         super().__init__(log, True, None)
         self.http = http
         self.base_url = base_url
@@ -77,20 +75,14 @@ def _retryable(status: int) -> bool:
 class TwilioSender:
     """Sends WhatsApp messages; retries 429, 5xx and network failures with bounded backoff."""
 
-    def __init__(
-        self,
-        account_sid: str,
-        auth_token: str,
-        http: httpx.AsyncClient,
-        base_url: str = DEFAULT_API_BASE_URL,
-        attempts: int = 4,
-        backoff: float = 0.5,
-    ) -> None:
+    def __init__(self, settings: WhatsAppSettings, http: httpx.AsyncClient) -> None:
+        assert settings.configured, "Twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
         self._client = Client(
-            account_sid, auth_token, http_client=HttpxTwilioClient(http, base_url)
+            settings.account_sid, settings.auth_token,
+            http_client=HttpxTwilioClient(http, settings.api_base_url),
         )
-        self.attempts = attempts
-        self.backoff = backoff
+        self.attempts = settings.send_attempts
+        self.backoff = settings.send_backoff
 
     async def send(self, from_: str, to: str, body: str) -> str:
         error = "no attempt made"

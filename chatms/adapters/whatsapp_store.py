@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from chatms.config import DatabaseSettings
 from chatms.service.whatsapp import ClaimLost, Inbound, Job
 
 _ACCEPT = """
@@ -61,8 +62,8 @@ RETURNING 1
 
 
 class PostgresWhatsAppStore:
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float = 5.0) -> None:
-        self.acquire_timeout = acquire_timeout
+    def __init__(self, pool: asyncpg.Pool, settings: DatabaseSettings | None = None) -> None:
+        self.acquire_timeout = (settings or DatabaseSettings()).acquire_timeout
         self.pool = pool
 
     async def accept(self, message: Inbound) -> bool:

@@ -34,15 +34,18 @@ class Completion(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChatConfig:
-    """The sampling settings a chat was created with; they travel with the chat."""
+    """The sampling settings a chat was created with; they travel with the chat.
+
+    No defaults here: new chats take theirs from the settings (`ModelSettings`).
+    """
 
     model: str
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 1024
-    stop: tuple[str, ...] = ()
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: tuple[str, ...]
+    presence_penalty: float
+    frequency_penalty: float
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ def configure_logging(settings: Settings) -> None:
     """LOG_FORMAT=json: one JSON object per line; text: key=value fields after the message."""
     from chatms.observability.logs import configure
 
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log.level, settings.log.format)
     for handler in logging.getLogger().handlers:
         protect(handler, settings.secrets)
 
@@ -36,9 +36,9 @@ async def _migrate(settings: Settings) -> None:
     from chatms.adapters.postgres import create_pool, migrate
     from chatms.app import connect_database
 
-    url, embedded = await connect_database(settings)
+    url, embedded = await connect_database(settings.database)
     try:
-        pool = await create_pool(url, max_size=1)
+        pool = await create_pool(url, settings.database, max_size=1)
         try:
             applied = await migrate(pool)
         finally:

@@ -17,7 +17,8 @@ from chatms.entrypoints.grpc_codec import ChatResponseEncoder
 from chatms.observability.logs import request_id_from
 from chatms.protogen import pb
 from chatms.protogen.pb import ChatRequest, ChatResponse, ChatServiceBase
-from chatms.service.chats import REQUEST_ID, ChatService, parse_chat_id
+from chatms.service.chats import ChatService, parse_chat_id
+from chatms.service.reports import REQUEST_ID
 
 DEFAULT_PAGE = 20
 

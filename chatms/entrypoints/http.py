@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chatms.entrypoints.health import Readiness
 from chatms.observability.logs import request_id_from
 from chatms.observability.metrics import CONTENT_TYPE, Metrics
-from chatms.service.chats import REQUEST_ID
+from chatms.service.reports import REQUEST_ID
 
 
 class RequestIdMiddleware:

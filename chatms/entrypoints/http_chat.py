@@ -20,7 +20,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from chatms.domain import errors
-from chatms.domain.model import Usage
 from chatms.entrypoints.auth import TokenCheck
 from chatms.service.chats import ChatService, parse_chat_id
 
@@ -146,16 +145,16 @@ class TurnExchange:
                 async for _ in deltas:
                     pass
         # Leaving the turn stored it: only now is the answer reported as done.
-        content = turn.content
+        result = turn.result
         if not self.sse:
             await self._send_json(send, 200, {
-                "chat_id": turn.chat_id, "user_id": self.user_id, "content": content})
+                "chat_id": result.chat_id, "user_id": self.user_id, "content": result.content})
             return
-        usage = turn.result.usage or Usage(0, self.chats.counter.count(content))
+        usage = result.usage
         done = {
-            "chat_id": turn.chat_id,
-            "content": content,
-            "finish_reason": turn.result.finish_reason,
+            "chat_id": result.chat_id,
+            "content": result.content,
+            "finish_reason": result.finish_reason,
             "usage": {"prompt_tokens": usage.prompt_tokens,
                       "completion_tokens": usage.completion_tokens},
         }

@@ -14,6 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
+from chatms.config import WhatsAppSettings
 from chatms.service.whatsapp import Inbound, WhatsAppService
 
 log = logging.getLogger("chatms.whatsapp")
@@ -42,17 +43,12 @@ def _text(status: int, message: str) -> PlainTextResponse:
 
 class TwilioWebhook:
     def __init__(
-        self,
-        service: WhatsAppService | None,
-        account_sid: str | None,
-        auth_token: str | None,
-        public_base_url: str | None,
-        max_body_bytes: int,
+        self, service: WhatsAppService | None, settings: WhatsAppSettings, max_body_bytes: int
     ) -> None:
         self.service = service
-        self.account_sid = account_sid
-        self.validator = RequestValidator(auth_token) if auth_token else None
-        self.public_base_url = public_base_url
+        self.account_sid = settings.account_sid
+        self.validator = RequestValidator(settings.auth_token) if settings.auth_token else None
+        self.public_base_url = settings.public_base_url
         self.max_body_bytes = max_body_bytes
 
     def called_url(self, request: Request) -> str:

@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from chatms.service.chats import TurnReport
+from chatms.service.reports import TurnReport
 
 turn_log = logging.getLogger("chatms.turn")
 

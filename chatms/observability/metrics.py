@@ -15,7 +15,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from chatms.domain import errors
-from chatms.service.chats import TurnReport
+from chatms.service.reports import TurnReport
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

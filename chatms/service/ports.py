@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -16,23 +16,28 @@ class TokenCounter(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class UpstreamResult:
-    """Filled in by a completion stream as it goes: how it ended and what it cost."""
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The last event of a completion stream: why the answer ended and what it cost."""
 
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    attempts: int = 0
-    # time.monotonic() by which the whole answer must be in; checked as bytes arrive, so
-    # a stream that trickles keep-alives cannot outlive it.
-    deadline: float | None = None
+    finish_reason: str | None
+    usage: Usage | None  # None when the upstream did not report it
+
+
+# What a completion stream yields: text deltas (str), then one `Finished` when the answer is
+# whole. A stream that fails raises a domain error instead of yielding `Finished`.
+UpstreamEvent = str | Finished
 
 
 class CompletionClient(Protocol):
     def complete(
-        self, config: ChatConfig, messages: Sequence[tuple[str, str]], result: UpstreamResult
-    ) -> AsyncIterator[str]:
-        """Stream the answer's text deltas; closing the iterator closes the upstream request."""
+        self, config: ChatConfig, messages: Sequence[tuple[str, str]], deadline: float
+    ) -> AsyncGenerator[UpstreamEvent, None]:
+        """Stream the answer as events; closing the generator closes the upstream request.
+
+        `deadline` (time.monotonic()) is when the whole answer must be in: a stream still
+        going then raises UpstreamTimeout, even one that trickles keep-alives.
+        """
         ...
 
 
@@ -129,9 +134,10 @@ __all__ = [
     "ChatRepository",
     "ChatSummary",
     "CompletionClient",
+    "Finished",
     "Lease",
     "Message",
     "StoredMessage",
     "TokenCounter",
-    "UpstreamResult",
+    "UpstreamEvent",
 ]

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from chatms.config import WhatsAppSettings
 from chatms.domain import errors
 from chatms.domain.whatsapp import MAX_PART, is_reset, split_message
 from chatms.service.chats import ChatService
@@ -131,27 +132,19 @@ class Pacer:
             await asyncio.sleep(at - now)
 
 
-@dataclass(frozen=True, slots=True)
-class WhatsAppPolicy:
-    max_body_chars: int = 4096
-    part_limit: int = MAX_PART
-    max_failures: int = 5
-    busy_retry_seconds: float = 2.0
-
-
 class WhatsAppService:
     def __init__(
         self,
         store: WhatsAppStore,
         chats: ChatService,
         sender: MessageSender,
-        policy: WhatsAppPolicy,
+        settings: WhatsAppSettings,
         pacer: Pacer,
     ) -> None:
         self.store = store
         self.chats = chats
         self.sender = sender
-        self.policy = policy
+        self.settings = settings
         self.pacer = pacer
         self.arrived = asyncio.Event()  # set on each new message; the worker waits on it
 
@@ -167,7 +160,7 @@ class WhatsAppService:
         if job.parts is None:
             text, chat_id, set_chat = await self._answer(job)
             # Twilio refuses an empty body, and silence would look like a lost message.
-            parts = split_message(text, self.policy.part_limit) or [EMPTY_REPLY]
+            parts = split_message(text, MAX_PART) or [EMPTY_REPLY]
             await self.store.save_answer(job, parts, chat_id, set_chat)
             job.parts = parts
         await self._send(job)
@@ -185,10 +178,11 @@ class WhatsAppService:
             return RESET_REPLY, None, True
         if not body.strip():
             return MEDIA_REPLY, None, False
-        if len(body) > self.policy.max_body_chars:
+        limit = self.settings.max_body_chars
+        if len(body) > limit:
             return (
                 f"Sorry, your message is {len(body)} characters long; I can read at most "
-                f"{self.policy.max_body_chars}. Please send a shorter message.",
+                f"{limit}. Please send a shorter message.",
                 None,
                 False,
             )
@@ -209,11 +203,11 @@ class WhatsAppService:
             async with turn:
                 async for _ in turn:
                     pass
-            return turn.content, turn.chat_id, True
+            return turn.result.content, turn.chat_id, True
         except errors.ChatBusy:
-            raise Retry("chat busy", self.policy.busy_retry_seconds, failure=False) from None
+            raise Retry("chat busy", self.settings.busy_retry_seconds, failure=False) from None
         except errors.Unavailable as exc:
-            raise Retry(str(exc), self.policy.busy_retry_seconds, failure=True) from None
+            raise Retry(str(exc), self.settings.busy_retry_seconds, failure=True) from None
         except (errors.ChatNotFound, errors.ChatEnded):
             raise
         except errors.UpstreamError as exc:

@@ -13,23 +13,19 @@ import contextlib
 import logging
 import uuid
 
+from chatms.config import WhatsAppSettings
 from chatms.service.whatsapp import ClaimLost, Job, Retry, SendFailed, WhatsAppService
 
 log = logging.getLogger("chatms.whatsapp")
 
 
 class WhatsAppWorker:
-    def __init__(
-        self,
-        service: WhatsAppService,
-        claim_seconds: float = 30.0,
-        concurrency: int = 8,
-        poll_seconds: float = 1.0,
-    ) -> None:
+    def __init__(self, service: WhatsAppService, settings: WhatsAppSettings) -> None:
         self.service = service
-        self.claim_seconds = claim_seconds
-        self.concurrency = concurrency
-        self.poll_seconds = poll_seconds
+        self.claim_seconds = settings.claim_seconds
+        self.concurrency = settings.concurrency
+        self.poll_seconds = settings.poll_seconds
+        self.max_failures = settings.max_failures
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -126,7 +122,7 @@ class WhatsAppWorker:
                      len(job.parts or []))
         except Retry as retry:
             failures = job.failures + (1 if retry.failure else 0)
-            if failures >= self.service.policy.max_failures:
+            if failures >= self.max_failures:
                 log.error("whatsapp message %s failed for good: %s", job.message_sid, retry)
                 await store.fail(job, str(retry))
             else:
@@ -144,7 +140,7 @@ class WhatsAppWorker:
             failures = job.failures + 1
             error = f"{type(exc).__name__}: {exc}"[:500]
             try:
-                if failures >= self.service.policy.max_failures:
+                if failures >= self.max_failures:
                     await store.fail(job, error)
                 else:
                     await store.reschedule(job, min(2.0**failures, 300.0), error, True)

@@ -18,7 +18,7 @@ AUTH = {"authorization": AUTH_TOKEN}
 
 
 def base_url(app: object) -> str:
-    return f"http://127.0.0.1:{app.settings.web_port}"  # type: ignore[attr-defined]
+    return f"http://127.0.0.1:{app.settings.server.web_port}"  # type: ignore[attr-defined]
 
 
 @asynccontextmanager

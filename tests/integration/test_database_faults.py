@@ -29,7 +29,7 @@ async def own_app(fake_openai):
 async def test_restart_under_load_loses_nothing_committed(own_app) -> None:
     """Turns that answered OK before, during and after a restart are all in the database."""
     app, db = own_app
-    target = f"127.0.0.1:{app.settings.grpc_port}"
+    target = f"127.0.0.1:{app.settings.server.grpc_port}"
     user = new_user()
     chat_id = (await chat_stream(target, user, "first")).chat_id
     ok: list[str] = ["first"]

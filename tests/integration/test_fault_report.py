@@ -28,7 +28,7 @@ async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio)
         await asyncio.to_thread(db.stop)
         await asyncio.to_thread(db.start)
 
-    env = Env(f"127.0.0.1:{app.settings.grpc_port}", f"http://127.0.0.1:{app.settings.web_port}",
+    env = Env(f"127.0.0.1:{app.settings.server.grpc_port}", f"http://127.0.0.1:{app.settings.server.web_port}",
               fake_openai, fake_twilio, Ledger(), restart_db)
     survived = []
     try:

@@ -179,7 +179,7 @@ async def test_body_over_limit_is_413(start_app) -> None:
 
     # No Content-Length: the limit applies while reading. A raw socket, so that the client
     # reads the answer even though the server stops reading the body early.
-    reader, writer = await asyncio.open_connection("127.0.0.1", app.settings.web_port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", app.settings.server.web_port)
     chunk = b"c8\r\n" + b" " * 200 + b"\r\n"
     writer.write(b"POST /chat HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
                  + f"authorization: {AUTH_TOKEN}\r\ncontent-type: application/json\r\n\r\n"

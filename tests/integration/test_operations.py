@@ -22,7 +22,7 @@ from tests.support import grpc_target as target
 
 
 def web(app: object) -> str:
-    return f"http://127.0.0.1:{app.settings.web_port}"  # type: ignore[attr-defined]
+    return f"http://127.0.0.1:{app.settings.server.web_port}"  # type: ignore[attr-defined]
 
 
 async def get(app: object, path: str) -> httpx.Response:
@@ -195,7 +195,7 @@ async def test_http_requests_tag_turns_with_their_request_id() -> None:
     from starlette.routing import Route
 
     from chatms.entrypoints.http import build_http_app
-    from chatms.service.chats import REQUEST_ID
+    from chatms.service.reports import REQUEST_ID
 
     async def seen(request: Request) -> PlainTextResponse:
         return PlainTextResponse(REQUEST_ID.get() or "<none>")

@@ -30,7 +30,7 @@ def twilio_env(fake: FakeTwilio, **extra: str) -> dict[str, str]:
 
 
 def local_url(app: Any) -> str:
-    return f"http://127.0.0.1:{app.settings.web_port}{PATH}"
+    return f"http://127.0.0.1:{app.settings.server.web_port}{PATH}"
 
 
 async def started(start_app: Any, **env: str) -> Any:
@@ -40,7 +40,7 @@ async def started(start_app: Any, **env: str) -> Any:
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             try:
-                url = f"http://127.0.0.1:{app.settings.web_port}/healthz"
+                url = f"http://127.0.0.1:{app.settings.server.web_port}/healthz"
                 if (await client.get(url)).status_code == 200:
                     return app
             except httpx.TransportError:

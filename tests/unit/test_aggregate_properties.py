@@ -27,7 +27,8 @@ def test_budget_invariants_hold_for_any_conversation(
 ) -> None:
     """System first and kept, window within budget, erasure oldest first, totals consistent."""
     budget = TokenBudget(window, reserve) if window - reserve - 3 > 0 else TokenBudget(window, 1)
-    chat = Chat.start(id="c", owner="o", config=ChatConfig(model="m"), system_prompt="s",
+    config = ChatConfig("m", 1.0, 1.0, 1024, (), 0.0, 0.0)
+    chat = Chat.start(id="c", owner="o", config=config, system_prompt="s",
                       system_tokens=system_tokens)
     erased: list[int] = []
     added_tokens = chat.system.tokens

@@ -15,7 +15,10 @@ from chatms.domain.budget import (
 from chatms.domain.errors import ChatEnded, InvalidInput, MessageTooLarge
 from chatms.domain.model import Chat, ChatConfig, Completion, Role, Usage
 
-CONFIG = ChatConfig(model="gpt-4o-mini")
+CONFIG = ChatConfig(
+    model="gpt-4o-mini", temperature=1.0, top_p=1.0, max_tokens=1024, stop=(),
+    presence_penalty=0.0, frequency_penalty=0.0,
+)
 
 
 def new_chat(system_tokens: int = 5) -> Chat:

@@ -10,9 +10,9 @@ from chatms.config import ConfigError, load_settings
 def test_defaults_follow_the_course() -> None:
     """With nothing set, the ports and model are the documented defaults."""
     s = load_settings({})
-    assert (s.grpc_port, s.web_port) == (50051, 8080)
-    assert s.model_max_tokens == 128_000 and s.database_url is None
-    assert s.openai_base_url == "https://api.openai.com/v1"
+    assert (s.server.grpc_port, s.server.web_port) == (50051, 8080)
+    assert s.model.context_window == 128_000 and s.database.url is None
+    assert s.upstream.base_url == "https://api.openai.com/v1"
 
 
 @pytest.mark.parametrize(
@@ -35,11 +35,11 @@ def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
 
 def test_stop_sequences_are_comma_separated() -> None:
     """STOP takes one or more sequences; none at all is the default."""
-    assert load_settings({"STOP": "END,###"}).stop == ("END", "###")
-    assert load_settings({}).stop == ()
+    assert load_settings({"STOP": "END,###"}).model.stop == ("END", "###")
+    assert load_settings({}).model.stop == ()
 
 
 def test_unknown_model_works_with_an_explicit_window() -> None:
     """An OpenAI-compatible model the table does not know needs MODEL_MAX_TOKENS."""
     s = load_settings({"MODEL": "llama3", "MODEL_MAX_TOKENS": "8192"})
-    assert s.budget.context_window == 8192
+    assert s.model.budget.context_window == 8192

@@ -7,7 +7,7 @@ import logging
 
 from chatms.domain.model import Usage
 from chatms.observability.logs import JsonFormatter, TextFormatter, request_id_from
-from chatms.service.chats import TurnReport
+from chatms.service.reports import TurnReport
 
 
 def record(**fields: object) -> logging.LogRecord:

@@ -11,10 +11,10 @@ SID = "AC" + "0123456789abcdef" * 2
 
 def test_whatsapp_is_off_until_both_credentials_are_set() -> None:
     """Twilio is configured only with both the Account SID and the Auth Token."""
-    assert not load_settings({}).whatsapp_configured
-    assert not load_settings({"TWILIO_ACCOUNT_SID": SID}).whatsapp_configured
+    assert not load_settings({}).whatsapp.configured
+    assert not load_settings({"TWILIO_ACCOUNT_SID": SID}).whatsapp.configured
     s = load_settings({"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "secret-token-xyz"})
-    assert s.whatsapp_configured and s.twilio_api_base_url == "https://api.twilio.com"
+    assert s.whatsapp.configured and s.whatsapp.api_base_url == "https://api.twilio.com"
 
 
 @pytest.mark.parametrize(
@@ -36,11 +36,11 @@ def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
 def test_public_base_url_loses_its_trailing_slash() -> None:
     """PUBLIC_BASE_URL is joined with the request path, so a trailing slash is dropped."""
     s = load_settings({"PUBLIC_BASE_URL": "https://chat.example.com/"})
-    assert s.public_base_url == "https://chat.example.com"
+    assert s.whatsapp.public_base_url == "https://chat.example.com"
 
 
 def test_describe_hides_the_auth_token() -> None:
     """The loggable description says the token is set, never what it is."""
     s = load_settings({"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "secret-token-xyz"})
     text = repr(s.describe())
-    assert "secret-token-xyz" not in text and "'twilio_auth_token': 'set'" in text
+    assert "secret-token-xyz" not in text and "'TWILIO_AUTH_TOKEN': 'set'" in text

@@ -1,0 +1,178 @@
+"""The sections of the settings, each handed whole to the part that uses it.
+
+Every default is written here once, beside its variable's name and its allowed range. A
+field made without a helper (say `backoff_base`) is a fixed default, not read from the
+environment; tests may still `dataclasses.replace` it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from chatms.config.reading import (
+    ConfigError,
+    choice,
+    flag,
+    http_url,
+    integer,
+    matching,
+    number,
+    optional,
+    prefixed,
+    text,
+    words,
+)
+from chatms.domain.budget import TokenBudget, known_context_window
+from chatms.domain.model import ChatConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """What new chats are created with: model, context window, sampling, system message."""
+
+    model: str = text("MODEL", "gpt-4o-mini")
+    # 0: from the table of known models (see `checked`).
+    context_window: int = integer("MODEL_MAX_TOKENS", 0, 0, 100_000_000)
+    # 0: min(1024, window / 4) (see `checked`).
+    max_tokens: int = integer("MAX_TOKENS", 0, 1, 100_000_000)
+    temperature: float = number("TEMPERATURE", 1.0, 0.0, 2.0)
+    top_p: float = number("TOP_P", 1.0, 0.0, 1.0)
+    presence_penalty: float = number("PRESENCE_PENALTY", 0.0, -2.0, 2.0)
+    frequency_penalty: float = number("FREQUENCY_PENALTY", 0.0, -2.0, 2.0)
+    stop: tuple[str, ...] = words("STOP", 4, "sequences (OpenAI's limit)")
+    n: int = integer("N", 1, 1, 128)
+    system_prompt: str = text("INITIAL_CHAT_MESSAGE", "You are a helpful assistant.")
+    tiktoken_offline: bool = flag("TIKTOKEN_OFFLINE", False)
+
+    def checked(self) -> ModelSettings:
+        """The settings with the window and reply size worked out; ConfigError if they clash."""
+        window = self.context_window or known_context_window(self.model)
+        if window is None:
+            raise ConfigError(
+                f"MODEL_MAX_TOKENS is unset and the context window of MODEL={self.model!r} is"
+                " unknown: set MODEL_MAX_TOKENS"
+            )
+        if self.n != 1:
+            raise ConfigError(
+                f"N={self.n} is not supported: chatms streams one answer per turn, use N=1"
+            )
+        max_tokens = self.max_tokens or min(1024, window // 4)
+        if max_tokens > window:
+            raise ConfigError(f"MAX_TOKENS={max_tokens} is out of range: use 1 to {window}")
+        try:
+            TokenBudget(window, max_tokens)
+        except ValueError as exc:
+            raise ConfigError(
+                f"MAX_TOKENS={max_tokens} with MODEL_MAX_TOKENS={window}: {exc}"
+            ) from None
+        return replace(self, context_window=window, max_tokens=max_tokens)
+
+    @property
+    def chat_defaults(self) -> ChatConfig:
+        return ChatConfig(
+            model=self.model,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            stop=self.stop,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+        )
+
+    @property
+    def budget(self) -> TokenBudget:
+        return TokenBudget(self.context_window, self.max_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSettings:
+    """The limits every turn is held to, whichever door it came through."""
+
+    max_message_chars: int = integer("MAX_MESSAGE_CHARS", 32_000, 1, 10_000_000)
+    max_user_id_chars: int = integer("MAX_USER_ID_CHARS", 256, 1, 10_000)
+    turn_timeout: float = number("TURN_TIMEOUT_SECONDS", 300.0, 1, 86_400)
+    # A turn renews its lease every half of this; a lease only runs out when its process
+    # died (or lost the database), and then frees the chat within this many seconds.
+    lease_seconds: float = number("CHAT_LEASE_SECONDS", 60.0, 1, 3600)
+    # How long an answer that could not be stored is retried in the background.
+    store_retry_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """The OpenAI-compatible server and how long to wait for it."""
+
+    base_url: str = prefixed(
+        "OPENAI_BASE_URL", "https://api.openai.com/v1", ("http://", "https://"), "an http(s) URL"
+    )
+    api_key: str | None = optional("OPENAI_API_KEY", secret=True)
+    connect_timeout: float = number("UPSTREAM_CONNECT_TIMEOUT", 5.0, 0.01, 600)
+    first_token_timeout: float = number("UPSTREAM_FIRST_TOKEN_TIMEOUT", 60.0, 0.01, 3600)
+    idle_timeout: float = number("UPSTREAM_IDLE_TIMEOUT", 60.0, 0.01, 3600)
+    max_retries: int = integer("UPSTREAM_MAX_RETRIES", 2, 0, 10)
+    backoff_base: float = 0.25
+    max_connections: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """PostgreSQL: a URL, or the embedded server's data directory."""
+
+    url: str | None = prefixed(
+        "DATABASE_URL", None, ("postgres://", "postgresql://"),
+        "a postgres:// or postgresql:// URL", secret=True,  # it may hold a password
+    )
+    data_dir: str = text("CHATMS_DATA_DIR", ".chatms")
+    pool_size: int = integer("DATABASE_POOL_SIZE", 10, 1, 1000)
+    acquire_timeout: float = number("DATABASE_ACQUIRE_TIMEOUT", 5.0, 0.01, 600)
+    command_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """The listeners, the service token, request size limits and the shutdown grace."""
+
+    auth_token: str | None = optional("AUTH_TOKEN", secret=True)
+    grpc_host: str = text("GRPC_HOST", "0.0.0.0")  # noqa: S104 (a server listens)
+    grpc_port: int = integer("GRPC_SERVER_PORT", 50051, 0, 65535)
+    web_host: str = text("WEB_HOST", "0.0.0.0")  # noqa: S104
+    web_port: int = integer("WEB_SERVER_PORT", 8080, 0, 65535)
+    max_body_bytes: int = integer("MAX_BODY_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024)
+    grpc_max_message_bytes: int = integer(
+        "GRPC_MAX_MESSAGE_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024
+    )
+    shutdown_grace_seconds: float = number("SHUTDOWN_GRACE_SECONDS", 20.0, 0, 3600)
+    # After the grace period, how long finished turns may still take to be stored.
+    store_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True)
+    format: str = choice("LOG_FORMAT", "text", ("text", "json"))
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppSettings:
+    """The WhatsApp door through Twilio; off until both credentials are set."""
+
+    account_sid: str | None = matching(
+        "TWILIO_ACCOUNT_SID", r"AC[0-9a-fA-F]{32}",
+        "an Account SID (AC followed by 32 hexadecimal digits)",
+    )
+    auth_token: str | None = optional("TWILIO_AUTH_TOKEN", secret=True)
+    public_base_url: str | None = http_url("PUBLIC_BASE_URL", None)
+    api_base_url: str = http_url("TWILIO_API_BASE_URL", "https://api.twilio.com")
+    max_body_chars: int = integer("WHATSAPP_MAX_BODY_CHARS", 4096, 1, 1_000_000)
+    send_rate: float = number("WHATSAPP_SEND_RATE", 10.0, 0.1, 1000)
+    claim_seconds: float = number("WHATSAPP_CLAIM_SECONDS", 30.0, 1, 3600)
+    concurrency: int = integer("WHATSAPP_CONCURRENCY", 8, 1, 256)
+    max_failures: int = 5
+    busy_retry_seconds: float = 2.0
+    poll_seconds: float = 1.0
+    send_attempts: int = 4
+    send_backoff: float = 0.5
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.account_sid and self.auth_token)

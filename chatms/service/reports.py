@@ -1,0 +1,36 @@
+"""What a finished turn tells its observers (metrics, logs), and the request id it carries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from chatms.domain.model import Usage
+
+# Set by a door from the caller's `x-request-id` (or left unset for a fresh one), so each
+# door tags its turns without passing the id through every call.
+REQUEST_ID: ContextVar[str | None] = ContextVar("chatms_request_id", default=None)
+
+
+@dataclass(slots=True)
+class TurnReport:
+    """One finished turn, for observers: timings, outcome and usage; no message bodies."""
+
+    transport: str
+    chat_id: str
+    user_id: str
+    new_chat: bool
+    outcome: str
+    error: str | None = None
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)  # as the upstream reported it
+    started: float = 0.0  # time.perf_counter()
+    first_token_at: float | None = None
+    finished: float = 0.0
+    deltas: int = 0
+    request_id: str = ""
+
+
+# Called once per turn when it ends; an observer that raises is logged and skipped.
+TurnObserver = Callable[[TurnReport], None]

@@ -1,0 +1,217 @@
+"""One turn of a chat, the one implementation every door runs.
+
+A door uses a turn like this (see `ChatService.turn`):
+
+    async with chats.turn(user_id, chat_id, text, "grpc") as turn:   # errors come here
+        async for delta in turn:                                     # the answer's text
+            send(turn.chat_id, delta)
+    show(turn.result)   # stored by now: content, completion, finish_reason, usage
+
+The turn is put together from small pieces, each usable alone: `ChatRules` (input and
+budget), `LeaseKeeper` (the chat's lease), `AnswerStream` (the deltas), `TurnStore` (the
+wind-down that stores) and `TurnGate` / `Background` (what shutdown waits for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from types import TracebackType
+
+from chatms.config import TurnSettings
+from chatms.domain.errors import ChatError, UpstreamTimeout
+from chatms.domain.model import Chat, Completion, PendingTurn, Usage
+from chatms.service.answer import AnswerStream
+from chatms.service.lease import LeaseKeeper
+from chatms.service.lifecycle import Background, TurnGate
+from chatms.service.ports import ChatRepository, CompletionClient
+from chatms.service.reports import REQUEST_ID, TurnObserver, TurnReport
+from chatms.service.rules import ChatRules
+from chatms.service.storing import TurnStore
+
+log = logging.getLogger("chatms.turns")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnKit:
+    """Everything a turn works with: built once by `ChatService`, shared by its turns."""
+
+    repo: ChatRepository
+    llm: CompletionClient
+    rules: ChatRules
+    limits: TurnSettings
+    gate: TurnGate
+    background: Background
+    observers: tuple[TurnObserver, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """How a turn ended, as the doors show it."""
+
+    chat_id: str
+    content: str
+    completion: Completion
+    finish_reason: str | None
+    usage: Usage  # the upstream's count; else (0, the answer's tokens counted here)
+
+
+def completion_for(exc: BaseException | None, accepting: bool) -> Completion:
+    """Why an answer ended, from the exception that ended it (None: it is whole)."""
+    if exc is None:
+        return Completion.COMPLETE
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return Completion.CANCELLED if accepting else Completion.SHUTDOWN
+    if isinstance(exc, UpstreamTimeout | TimeoutError):
+        return Completion.TIMEOUT
+    return Completion.UPSTREAM_ERROR
+
+
+class Turn:
+    """One exchange: the user's message in, the model's answer streamed out, both stored.
+
+    Entering leases the chat (or starts a new one) and checks the budget, so errors come
+    before the first delta. Leaving stores the user message and the answer, whole or
+    partial, with the reason it ended, in one transaction, even when the caller was
+    cancelled; a storing failure is raised from `async with` only when the answer was whole.
+    """
+
+    def __init__(
+        self, kit: TurnKit, user_id: str, chat_id: str | None, text: str, transport: str
+    ) -> None:
+        self.kit = kit
+        self.user_id = user_id
+        self.chat_id = ""  # known once entered
+        self.text = text
+        self.requested_chat_id = chat_id
+        self.new_chat = chat_id is None
+        self.report = TurnReport(transport, "", user_id, chat_id is None, "error")
+        self.report.request_id = REQUEST_ID.get() or uuid.uuid4().hex
+        self.lease = LeaseKeeper(kit.repo, kit.background, kit.limits.lease_seconds)
+        self._store: TurnStore | None = None
+        self._answer: AnswerStream | None = None
+        self._result: TurnResult | None = None
+
+    async def __aenter__(self) -> Turn:
+        kit = self.kit
+        self.report.started = time.perf_counter()
+        self._deadline = time.monotonic() + kit.limits.turn_timeout
+        kit.gate.check_open()
+        chat_id = kit.rules.validate(self.user_id, self.requested_chat_id, self.text)
+        tokens = await kit.rules.count(self.text)
+        chat, pending = await self._open(chat_id, tokens)
+        self._store = TurnStore(
+            kit.repo, kit.background, chat, pending, self.lease.lease, self.new_chat,
+            kit.limits.store_retry_seconds,
+        )
+        self.chat_id = self.report.chat_id = chat.id
+        self.lease.keep(chat.id)
+        kit.gate.started(self.report.transport)
+        return self
+
+    async def _open(self, chat_id: str | None, tokens: int) -> tuple[Chat, PendingTurn]:
+        """The chat (leased, or new and not yet stored) with the user's message added."""
+        rules = self.kit.rules
+        if chat_id is None:
+            # A new chat's row is inserted once the first delta is on its way, never before.
+            chat = rules.new_chat(self.user_id)
+            return chat, chat.add_user_message(self.text, tokens, rules.budget)
+        chat = await self.lease.acquire(chat_id, self.user_id)
+        try:
+            return chat, chat.add_user_message(self.text, tokens, rules.budget_for(chat))
+        except BaseException:
+            await self.lease.release(chat.id)
+            raise
+
+    def __aiter__(self) -> AsyncGenerator[str, None]:
+        """The answer's text deltas (one stream per turn; the upstream is asked at first use)."""
+        store = self._store
+        assert store is not None, "iterate a turn inside `async with`"
+        if self._answer is None:
+            chat = store.chat
+            events = self.kit.llm.complete(chat.config, list(chat.prompt()), self._deadline)
+            # A new chat's row is written beside the rest of the answer, so that no database
+            # work ever stands between the upstream and the first delta.
+            self._answer = AnswerStream(events, store.create_soon if self.new_chat else None)
+        return aiter(self._answer)
+
+    @property
+    def content(self) -> str:
+        """The answer so far."""
+        return self._answer.content if self._answer is not None else ""
+
+    @property
+    def result(self) -> TurnResult:
+        """How the turn ended; there once `async with` is left."""
+        assert self._result is not None, "a turn's result is there once it has ended"
+        return self._result
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        kit = self.kit
+        self.lease.stop()
+        completion = completion_for(exc, kit.gate.accepting)
+        # A new chat whose client never learned its id is not stored: it would only leave
+        # an orphan chat behind for every retry.
+        store = not (self.new_chat and exc is not None and not self.content)
+        failure = exc
+        try:
+            # Closing the upstream and storing must finish even if our caller is cancelled
+            # again meanwhile (grpclib cancels on the deadline and again on a stream reset).
+            task = kit.background.spawn(self._wind_down(completion, store))
+            try:
+                await asyncio.shield(task)
+            except ChatError as stored_not:
+                if exc is None:
+                    failure = stored_not
+                    raise
+        finally:
+            kit.gate.ended(self.report.transport)
+            self._finish_report(completion, failure)
+
+    async def _wind_down(self, completion: Completion, store: bool) -> None:
+        answer, turn_store = self._answer, self._store
+        assert turn_store is not None
+        if answer is not None:
+            await answer.aclose()
+        content = self.content
+        reported = answer.usage if answer is not None else None
+        if reported is not None and completion is Completion.COMPLETE:
+            answer_tokens = reported.completion_tokens
+        else:
+            answer_tokens = self.kit.rules.counter.count(content) if content else 0
+        finish_reason = answer.finish_reason if answer is not None else None
+        usage = reported or Usage(0, answer_tokens)
+        self._result = TurnResult(self.chat_id, content, completion, finish_reason, usage)
+        if store:
+            turn_store.chat.add_assistant_message(
+                turn_store.pending, content, answer_tokens, completion, finish_reason, usage
+            )
+            await turn_store.store()
+
+    def _finish_report(self, completion: Completion, exc: BaseException | None) -> None:
+        report, answer = self.report, self._answer
+        report.finished = time.perf_counter()
+        if answer is not None:
+            report.finish_reason = answer.finish_reason
+            report.usage = answer.usage or Usage()
+            report.first_token_at = answer.first_delta_at
+            report.deltas = len(answer.parts)
+        report.outcome = "ok" if exc is None else (
+            "store_failed" if completion is Completion.COMPLETE else completion.value
+        )
+        if isinstance(exc, ChatError):
+            report.error = type(exc).__name__
+        for observe in self.kit.observers:
+            try:
+                observe(report)
+            except Exception:
+                log.exception("turn observer %r failed", observe)
