@@ -40,6 +40,7 @@ from chatms.entrypoints.health import NotReady, Readiness, grpc_health
 from chatms.entrypoints.http import build_http_app, ops_routes
 from chatms.entrypoints.http_chat import chat_routes, json_errors
 from chatms.entrypoints.reflection import with_reflection
+from chatms.entrypoints.web import web_routes
 from chatms.entrypoints.whatsapp import TwilioWebhook, whatsapp_routes
 from chatms.observability.logs import log_turn
 from chatms.observability.metrics import Metrics
@@ -148,8 +149,11 @@ class App:
         routes += whatsapp_routes(
             TwilioWebhook(self.whatsapp, s.whatsapp, s.server.max_body_bytes)
         )
+        if s.web.ui_enabled:
+            routes += web_routes()
+        http_app = json_errors(build_http_app(routes, s.web.cors_allow_origins))
         self._web_task = asyncio.create_task(
-            serve(json_errors(build_http_app(routes)), web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
+            serve(http_app, web, shutdown_trigger=self._web_stop.wait)  # type: ignore[arg-type]
         )
         log.info("chatms ready: gRPC on %s:%d, HTTP on %s:%d (model %s)",
                  s.server.grpc_host, s.server.grpc_port, s.server.web_host, s.server.web_port,

@@ -20,6 +20,7 @@ from chatms.config.sections import (
     ServerSettings,
     TurnSettings,
     UpstreamSettings,
+    WebSettings,
     WhatsAppSettings,
 )
 
@@ -31,6 +32,7 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
     whatsapp: WhatsAppSettings = field(default_factory=WhatsAppSettings)
 
@@ -87,6 +89,7 @@ __all__ = [
     "Settings",
     "TurnSettings",
     "UpstreamSettings",
+    "WebSettings",
     "WhatsAppSettings",
     "load_dotenv_file",
     "load_settings",

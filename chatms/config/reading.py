@@ -182,6 +182,46 @@ def words(name: str, most: int, what: str) -> tuple[str, ...]:
     return setting(name, (), read)
 
 
+def _origin(name: str, value: str) -> str:
+    """One exact origin as a browser sends it: scheme://host[:port], lowercase, no default port."""
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme.lower() not in ("http", "https") or not parts.hostname or port == -1
+        or parts.username is not None or parts.password is not None
+        or parts.path not in ("", "/") or parts.query or parts.fragment
+    ):
+        raise ConfigError(
+            f"{name} has {value!r}, which is not an origin like https://app.example.com"
+        )
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def origins(name: str) -> tuple[str, ...]:
+    """Exact origins, comma-separated; `*` is refused (the API is called with a token)."""
+
+    def read(env: Env, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = env.raw(name)
+        if value is None:
+            return default
+        found: list[str] = []
+        for item in (part.strip() for part in value.split(",")):
+            if item == "*":
+                raise ConfigError(f"{name} takes exact origins; '*' is not allowed")
+            if item and (origin := _origin(name, item)) not in found:
+                found.append(origin)
+        return tuple(found)
+
+    return setting(name, (), read)
+
+
 def variables(section: type[Any]) -> list[Field[Any]]:
     """The fields of `section` that are read from a variable."""
     return [f for f in fields(section) if "env" in f.metadata]

@@ -18,6 +18,7 @@ from chatms.config.reading import (
     matching,
     number,
     optional,
+    origins,
     prefixed,
     text,
     words,
@@ -144,6 +145,14 @@ class ServerSettings:
     shutdown_grace_seconds: float = number("SHUTDOWN_GRACE_SECONDS", 20.0, 0, 3600)
     # After the grace period, how long finished turns may still take to be stored.
     store_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    """The web chat page, and which other origins' pages may call the HTTP API."""
+
+    ui_enabled: bool = flag("WEB_UI_ENABLED", True)
+    cors_allow_origins: tuple[str, ...] = origins("CORS_ALLOW_ORIGINS")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -53,9 +54,24 @@ def ops_routes(readiness: Readiness, metrics: Metrics) -> list[BaseRoute]:
     return [Route("/readyz", readyz), Route("/metrics", metrics_text)]
 
 
-def build_http_app(routes: list[BaseRoute]) -> Starlette:
+def cors(origins: tuple[str, ...]) -> list[Middleware]:
+    """CORS for exactly these origins; none (the default) keeps it closed.
+
+    The API authenticates with the Authorization header, never cookies, so credentials
+    stay off and no origin is ever echoed that was not listed.
+    """
+    if not origins:
+        return []
+    return [Middleware(
+        CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"],
+        allow_headers=["authorization", "content-type", "accept", "x-request-id"],
+        allow_credentials=False, max_age=600,
+    )]
+
+
+def build_http_app(routes: list[BaseRoute], cors_origins: tuple[str, ...] = ()) -> Starlette:
     """The Starlette app: health routes plus the routes each door contributes."""
     return Starlette(
         routes=[Route("/healthz", healthz), *routes],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[*cors(cors_origins), Middleware(RequestIdMiddleware)],
     )
