@@ -96,6 +96,7 @@ def test_screenshots_follow_the_system_color_scheme(
     browser: Any, web_server: ServeProcess, fake_openai: FakeOpenAI, scheme: str
 ) -> None:
     web = open_page(browser, web_server.http_url, color_scheme=scheme)
+    web.user = "ada-" + web.user[-6:]  # a friendlier name for the README's picture
     try:
         web.goto()
         web.sign_in()
