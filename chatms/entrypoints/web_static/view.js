@@ -94,40 +94,32 @@ export function chatItem(chat, onOpen) {
   return li;
 }
 
-// What went wrong, in words for a person: never a raw body or a status code alone.
+// What went wrong, in words for a person: never a raw body or a status code alone. One
+// table, by the API's `error.code`; `said` is the server's own sentence, in brackets.
+const ERROR_WORDS = {
+  unauthenticated: () => "The access token was not accepted. Check it and sign in again.",
+  chat_busy: () =>
+    "This chat is still answering another message. Wait until it finishes, then send again.",
+  chat_ended: () => "This chat has ended. Start a new chat to continue.",
+  message_too_large: (said) => `Your message is too long${said}. Shorten it and send again.`,
+  not_found: () => "That chat was not found. It may belong to another user.",
+  not_configured: (said) => `The service is not set up to answer yet${said}.`,
+  upstream_rate_limited: () =>
+    "The model is busy right now (rate limited). Wait a little and try again.",
+  upstream_timeout: () => "The model took too long to answer. Try again in a moment.",
+  upstream_unavailable: (said) => `The model could not answer${said}. Try again in a moment.`,
+  unavailable: (said) => `chatms is unavailable right now${said}. Try again in a moment.`,
+  invalid_argument: (said) => `The message was refused${said}.`,
+  incomplete: () => "The connection was lost before the answer was complete.",
+};
+ERROR_WORDS.payload_too_large = ERROR_WORDS.message_too_large;
+ERROR_WORDS.upstream_rejected = ERROR_WORDS.upstream_unavailable;
+
 export function describeError(err) {
   if (err instanceof TypeError) {
     return "chatms could not be reached. Check that it is running, then try again.";
   }
   const said = err.message ? ` (${err.message})` : "";
-  switch (err.code) {
-    case "unauthenticated":
-      return "The access token was not accepted. Check it and sign in again.";
-    case "chat_busy":
-      return "This chat is still answering another message. Wait until it finishes, then send again.";
-    case "chat_ended":
-      return "This chat has ended. Start a new chat to continue.";
-    case "message_too_large":
-    case "payload_too_large":
-      return `Your message is too long${said}. Shorten it and send again.`;
-    case "not_found":
-      return "That chat was not found. It may belong to another user.";
-    case "not_configured":
-      return `The service is not set up to answer yet${said}.`;
-    case "upstream_rate_limited":
-      return "The model is busy right now (rate limited). Wait a little and try again.";
-    case "upstream_timeout":
-      return "The model took too long to answer. Try again in a moment.";
-    case "upstream_unavailable":
-    case "upstream_rejected":
-      return `The model could not answer${said}. Try again in a moment.`;
-    case "unavailable":
-      return `chatms is unavailable right now${said}. Try again in a moment.`;
-    case "invalid_argument":
-      return `The message was refused${said}.`;
-    case "incomplete":
-      return "The connection was lost before the answer was complete.";
-    default:
-      return `Something went wrong${said}.`;
-  }
+  const words = ERROR_WORDS[err.code];
+  return words ? words(said) : `Something went wrong${said}.`;
 }

@@ -1,0 +1,195 @@
+// One conversation: opening a chat, sending with a streamed answer, stopping, ending.
+
+import {
+  $, completionNote, describeError, messageView, systemView,
+} from "./view.js";
+import { bumpChat, bumpEnded, findItem, markSelected } from "./chatlist.js";
+import { handleAuth, state } from "./state.js";
+
+const HINT = "Enter sends · Shift+Enter adds a line";
+
+export function chatIdFromHash() {
+  const match = /^#chat=([0-9a-fA-F-]{36})$/.exec(location.hash);
+  return match ? match[1] : null;
+}
+
+function setHash(chatId) {
+  history.replaceState(null, "", chatId ? `#chat=${chatId}` : location.pathname);
+}
+
+function resetConversation(title) {
+  $("messages").replaceChildren($("empty"));
+  $("empty").hidden = false;
+  $("chat-title").textContent = title;
+  showError("");
+  showSidebar(false);
+}
+
+export function newChat() {
+  stopAnswer();
+  state.current = { id: null, status: null };
+  setHash(null);
+  resetConversation("New chat");
+  markSelected();
+  updateControls();
+  $("message").focus();
+}
+
+export async function openChat(chatId) {
+  stopAnswer();
+  state.current = { id: chatId, status: null };
+  setHash(chatId);
+  resetConversation(findItem(chatId)?.querySelector(".chat-item-title").textContent || "Chat");
+  markSelected();
+  updateControls();
+  try {
+    const chat = await state.api.getChat(chatId);
+    if (state.current.id !== chatId) return; // another chat was opened meanwhile
+    state.current.status = chat.status;
+    showMessages(chat.messages);
+  } catch (err) {
+    if (!handleAuth(err) && state.current.id === chatId) showError(describeError(err));
+  }
+  updateControls();
+}
+
+function showMessages(messages) {
+  $("empty").hidden = messages.some((m) => m.role !== "system");
+  const firstQuestion = messages.find((m) => m.role === "user");
+  if (firstQuestion) $("chat-title").textContent = firstQuestion.content.slice(0, 120);
+  for (const m of messages) {
+    if (m.role === "system") {
+      $("messages").append(systemView(m.content));
+      continue;
+    }
+    const view = messageView(m);
+    if (m.role === "assistant") view.setNote(completionNote(m.completion, m.finish_reason));
+    $("messages").append(view.article);
+  }
+  scrollToEnd();
+}
+
+function scrollToEnd() {
+  const box = $("messages");
+  box.scrollTop = box.scrollHeight;
+}
+
+function showError(text) {
+  $("chat-error").textContent = text;
+}
+
+export function updateControls() {
+  const busy = state.turn !== null;
+  const ended = state.current.status === "ended";
+  $("message").disabled = busy || ended;
+  $("send").hidden = busy;
+  $("stop").hidden = !busy;
+  $("end-chat").disabled = busy || ended || !state.current.id;
+  $("composer-note").textContent = ended
+    ? "This chat has ended. Start a new chat to continue."
+    : busy ? "Answering… Stop (or Escape) ends the answer here." : HINT;
+}
+
+export function showSidebar(show) {
+  $("app").classList.toggle("show-chats", show);
+  $("toggle-chats").setAttribute("aria-expanded", String(show));
+}
+
+// ---- sending --------------------------------------------------------------------------
+
+// Stop the answer being streamed. Today an answer ends when its client goes away, so
+// aborting the request is enough; once answers outlive their connection, this is the one
+// place to call POST /chats/{id}/stop instead.
+export function stopAnswer() {
+  state.turn?.controller.abort();
+}
+
+export async function send(event) {
+  event?.preventDefault();
+  const input = $("message");
+  const text = input.value;
+  if (state.turn || !text.trim() || state.current.status === "ended") return;
+  const mine = { controller: new AbortController() };
+  state.turn = mine;
+  const chatAtStart = state.current.id;
+  input.value = "";
+  showError("");
+  updateControls();
+  $("stop").focus();
+  $("empty").hidden = true;
+  const question = messageView({ role: "user", content: text });
+  const answer = messageView({ role: "assistant", content: "" });
+  answer.setPending(true);
+  $("messages").append(question.article, answer.article);
+  scrollToEnd();
+
+  let content = "";
+  let painting = false;
+  const paint = () => {
+    painting = false;
+    answer.setContent(content);
+    scrollToEnd();
+  };
+  try {
+    const done = await state.api.streamTurn({
+      chatId: chatAtStart, text, signal: mine.controller.signal,
+      onChatId: (id) => adoptChat(id, text, mine),
+      onDelta: (delta) => {
+        content += delta;
+        if (!painting) {
+          painting = true;
+          requestAnimationFrame(paint);
+        }
+      },
+    });
+    content = done.content;
+    paint();
+    answer.setNote(completionNote(null, done.finish_reason));
+  } catch (err) {
+    paint();
+    if (err.name === "AbortError") {
+      answer.setNote(content ? completionNote("cancelled") : "Stopped before any answer.");
+    } else if (!handleAuth(err)) {
+      if (!content) answer.article.remove();
+      if (!content && !input.value) input.value = text; // ready to send again
+      if (state.current.id === chatAtStart || state.turn === mine) showError(describeError(err));
+    }
+  } finally {
+    answer.setPending(false);
+    if (state.turn === mine) {
+      state.turn = null;
+      updateControls();
+      if (state.api) input.focus();
+    }
+  }
+}
+
+// The turn named its chat: a new chat joins the list and the address; an old one moves up.
+function adoptChat(chatId, text, mine) {
+  if (state.turn !== mine) return;
+  if (state.current.id !== chatId) {
+    state.current = { id: chatId, status: "active" };
+    setHash(chatId);
+    $("chat-title").textContent = text.slice(0, 120);
+  }
+  bumpChat(chatId, text.slice(0, 200));
+  updateControls();
+}
+
+export function confirmEnd() {
+  if (state.current.id && !state.turn) $("confirm-end").showModal();
+}
+
+export async function endChat() {
+  $("confirm-end").close();
+  const chatId = state.current.id;
+  try {
+    await state.api.endChat(chatId);
+    if (state.current.id === chatId) state.current.status = "ended";
+    bumpEnded(chatId);
+  } catch (err) {
+    if (!handleAuth(err)) showError(describeError(err));
+  }
+  updateControls();
+}
+
