@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 
-from chatms.adapters.sse import SSEDecoder
+from chatms.adapters.sse import EventTooLarge, SSEDecoder
 from chatms.config import UpstreamSettings
+from chatms.domain.budget import token_count
 from chatms.domain.errors import (
     NotConfigured,
     UpstreamError,
@@ -30,6 +31,7 @@ from chatms.domain.errors import (
     UpstreamUnavailable,
 )
 from chatms.domain.model import ChatConfig, Usage
+from chatms.domain.text import storable
 from chatms.service.ports import Finished, UpstreamEvent
 
 log = logging.getLogger("chatms.openai")
@@ -285,7 +287,7 @@ class OpenAIClient:
         All the deltas one network read brought are handed out together: a backlog (a slow
         client, a burst upstream) becomes one message instead of one per token.
         """
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(self.settings.max_event_bytes)
         done = False
         deadline = ending.deadline
         try:
@@ -297,14 +299,21 @@ class OpenAIClient:
                     done = True
                     break
                 if texts:
-                    yield texts[0] if len(texts) == 1 else "".join(texts)
+                    # NUL and lone surrogates cannot be stored (nor sent over gRPC).
+                    yield storable(texts[0] if len(texts) == 1 else "".join(texts))
             else:
                 texts = self._parse(decoder.close(), ending)
                 done = texts is None
                 if texts:
-                    yield "".join(texts)
+                    yield storable("".join(texts))
         except httpx.TimeoutException:
             raise UpstreamTimeout("upstream stalled mid-answer") from None
+        except EventTooLarge as exc:
+            raise UpstreamUnavailable(f"upstream sent {exc}") from None
+        except httpx.DecodingError:
+            raise UpstreamUnavailable(
+                "upstream sent a body that does not match its Content-Encoding"
+            ) from None
         except (httpx.TransportError, httpx.StreamError):
             if ending.finish_reason is None:
                 raise UpstreamUnavailable("upstream connection broke mid-answer") from None
@@ -350,7 +359,8 @@ class OpenAIClient:
                 log.warning("upstream sent a chunk of an unexpected shape; skipped")
             usage = chunk.get("usage")
             if isinstance(usage, dict):
-                prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-                if isinstance(prompt, int) and isinstance(completion, int):
+                prompt = token_count(usage.get("prompt_tokens"))
+                completion = token_count(usage.get("completion_tokens"))
+                if prompt is not None and completion is not None:
                     ending.usage = Usage(prompt, completion)
         return texts

@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 import asyncpg
 
 from chatms.config import DatabaseSettings
-from chatms.domain.errors import ChatBusy, ChatEnded, ChatNotFound, InvalidInput, Unavailable
+from chatms.domain.errors import (
+    ChatBusy,
+    ChatEnded,
+    ChatNotFound,
+    InvalidInput,
+    StorageRefused,
+    Unavailable,
+)
 from chatms.domain.model import (
     Chat,
     ChatConfig,
@@ -152,6 +159,36 @@ DB_UNAVAILABLE = (
 )
 
 
+class PoolExhausted(Unavailable):
+    """No pooled connection within the acquire timeout: trying again only waits longer."""
+
+
+@asynccontextmanager
+async def pooled(pool: asyncpg.Pool, wait: float) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection whose driver errors become domain errors.
+
+    asyncpg's errors can quote a statement's parameters (an argument it could not encode, a
+    constraint's failing row), which hold message text: none of it is passed on or chained,
+    so no log line or traceback can show it. The SQLSTATE says what went wrong.
+    """
+    try:
+        async with pool.acquire(timeout=wait) as conn:
+            yield conn
+    except TimeoutError:
+        log.warning("database unavailable: no connection within %gs", wait)
+        raise PoolExhausted("database unavailable; please retry") from None
+    except DB_UNAVAILABLE as exc:
+        # After a server restart every idle connection is dead: replace them all rather
+        # than fail once per stale connection.
+        await pool.expire_connections()
+        log.warning("database unavailable: %s", type(exc).__name__)
+        raise Unavailable("database unavailable; please retry") from None
+    except asyncpg.PostgresError as exc:
+        state = getattr(exc, "sqlstate", None) or "unknown"
+        log.error("database refused a statement: %s (SQLSTATE %s)", type(exc).__name__, state)
+        raise StorageRefused(f"the database refused the statement (SQLSTATE {state})") from None
+
+
 _ACQUIRE = """
 WITH leased AS (
     UPDATE chats SET lease_id = $3, lease_until = now() + make_interval(secs => $4)
@@ -264,24 +301,16 @@ class PostgresChatRepository:
         `patience` multiplies the acquire timeout: a turn that already streamed its answer
         waits longer for a connection than one that has not started.
         """
-        try:
-            async with self.pool.acquire(timeout=self.acquire_timeout * patience) as conn:
-                yield conn
-        except DB_UNAVAILABLE as exc:
-            if not isinstance(exc, TimeoutError):
-                # After a server restart every idle connection is dead: replace them all
-                # rather than fail once per stale connection.
-                await self.pool.expire_connections()
-            log.warning("database unavailable: %s", type(exc).__name__)
-            raise Unavailable("database unavailable; please retry") from exc
+        async with pooled(self.pool, self.acquire_timeout * patience) as conn:
+            yield conn
 
     async def _twice(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run an idempotent statement, once more on a fresh connection if the first one died."""
         try:
             return await call()
-        except Unavailable as exc:
-            if isinstance(exc.__cause__, TimeoutError):
-                raise  # an exhausted pool: trying again only waits longer
+        except (PoolExhausted, StorageRefused):
+            raise  # trying again only waits longer, or is refused again
+        except Unavailable:
             return await call()
 
     async def ping(self) -> None:

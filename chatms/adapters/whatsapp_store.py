@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from chatms.adapters.postgres import pooled
 from chatms.config import DatabaseSettings
 from chatms.service.whatsapp import ClaimLost, Inbound, Job
 
@@ -67,7 +68,7 @@ class PostgresWhatsAppStore:
         self.pool = pool
 
     async def accept(self, message: Inbound) -> bool:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with pooled(self.pool, self.acquire_timeout) as conn:
             new = await conn.fetchval(
                 _ACCEPT, message.message_sid, message.account_sid, message.sender,
                 message.recipient, message.body, message.num_media, message.profile_name,
@@ -75,7 +76,7 @@ class PostgresWhatsAppStore:
         return new is not None
 
     async def claim(self, token: str, seconds: float) -> Job | None:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with pooled(self.pool, self.acquire_timeout) as conn:
             row = await conn.fetchrow(_CLAIM, token, seconds)
         if row is None:
             return None
@@ -87,7 +88,7 @@ class PostgresWhatsAppStore:
         )
 
     async def renew(self, message_sid: str, token: str, seconds: float) -> bool:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with pooled(self.pool, self.acquire_timeout) as conn:
             kept = await conn.fetchval(
                 "UPDATE whatsapp_inbound SET claimed_until = now() + make_interval(secs => $3)"
                 " WHERE message_sid = $1 AND claim_token = $2 RETURNING 1",
@@ -96,7 +97,7 @@ class PostgresWhatsAppStore:
         return kept is not None
 
     async def active_chat(self, sender: str) -> str | None:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with pooled(self.pool, self.acquire_timeout) as conn:
             chat_id = await conn.fetchval(
                 "SELECT chat_id FROM whatsapp_senders WHERE sender = $1", sender
             )
@@ -105,7 +106,7 @@ class PostgresWhatsAppStore:
     async def save_answer(
         self, job: Job, parts: list[str], chat_id: str | None, set_chat: bool
     ) -> None:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn, conn.transaction():
+        async with pooled(self.pool, self.acquire_timeout) as conn, conn.transaction():
             saved = await conn.fetchval(_SAVE_ANSWER, job.message_sid, job.token, parts)
             if saved is None:
                 raise ClaimLost()
@@ -113,7 +114,7 @@ class PostgresWhatsAppStore:
                 await conn.execute(_SET_CHAT, job.sender, chat_id)
 
     async def part_sent(self, job: Job, index: int, provider_sid: str) -> None:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with pooled(self.pool, self.acquire_timeout) as conn:
             done = await conn.fetchval(_PART_SENT, job.message_sid, job.token, index, provider_sid)
         if done is None:
             raise ClaimLost()
@@ -125,7 +126,7 @@ class PostgresWhatsAppStore:
         await self._close(job, "failed", error)
 
     async def _close(self, job: Job, status: str, error: str | None) -> None:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with pooled(self.pool, self.acquire_timeout) as conn:
             await conn.execute(
                 "UPDATE whatsapp_inbound SET status = $3, last_error = COALESCE($4, last_error),"
                 " failures = failures + (CASE WHEN $3 = 'failed' THEN 1 ELSE 0 END),"
@@ -135,7 +136,7 @@ class PostgresWhatsAppStore:
             )
 
     async def reschedule(self, job: Job, delay: float, error: str, failure: bool) -> None:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with pooled(self.pool, self.acquire_timeout) as conn:
             await conn.execute(
                 "UPDATE whatsapp_inbound SET claim_token = NULL, claimed_until = NULL,"
                 " next_attempt_at = now() + make_interval(secs => $3), last_error = $4,"

@@ -111,6 +111,10 @@ class UpstreamSettings:
     first_token_timeout: float = number("UPSTREAM_FIRST_TOKEN_TIMEOUT", 60.0, 0.01, 3600)
     idle_timeout: float = number("UPSTREAM_IDLE_TIMEOUT", 60.0, 0.01, 3600)
     max_retries: int = integer("UPSTREAM_MAX_RETRIES", 2, 0, 10)
+    # The longest SSE line or event accepted (OpenAI's are a few hundred bytes).
+    max_event_bytes: int = integer(
+        "UPSTREAM_MAX_EVENT_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024
+    )
     backoff_base: float = 0.25
     max_connections: int = 200
 

@@ -45,6 +45,18 @@ def known_context_window(model: str) -> int | None:
     return KNOWN_CONTEXT_WINDOWS[best] if best is not None else None
 
 
+# No count the service keeps may exceed this (PostgreSQL integer columns hold 2**31 - 1,
+# and no context window comes near it).
+MAX_TOKEN_COUNT = 1_000_000_000
+
+
+def token_count(value: object) -> int | None:
+    """A token count reported by someone else, clamped to 0..MAX_TOKEN_COUNT; None if no count."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return min(max(value, 0), MAX_TOKEN_COUNT)
+
+
 def message_tokens(content_tokens: int) -> int:
     """Tokens a message of `content_tokens` costs in a prompt, framing included."""
     return content_tokens + ROLE_TOKENS + MESSAGE_OVERHEAD

@@ -53,6 +53,11 @@ class Unavailable(ChatError):
     """The service cannot take the turn right now (shutting down, database pool exhausted)."""
 
 
+class StorageRefused(Unavailable):
+    """The database refused a statement (a constraint, a value out of range): not an outage,
+    so trying the same statement again will not help."""
+
+
 class UpstreamError(ChatError):
     """The model provider failed; subclasses say how, so each door can pick a fitting status."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from chatms.domain.errors import Unavailable
+from chatms.domain.errors import StorageRefused, Unavailable
 from chatms.domain.model import Chat, PendingTurn
 from chatms.service.lifecycle import Background
 from chatms.service.ports import ChatRepository, Lease
@@ -49,6 +49,11 @@ class TurnStore:
     async def store(self) -> None:
         try:
             await self._store_once()
+        except StorageRefused:
+            # Not an outage: retrying cannot help, and the chat must not wait for its lease
+            # to run out.
+            await self.repo.release(self.chat.id, self.lease)
+            raise
         except Unavailable:
             # Keep trying while our lease lasts, so the answer the user saw is kept and the
             # chat is not left leased.

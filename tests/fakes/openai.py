@@ -33,6 +33,11 @@ class Script:
     raw_before: list[str] = field(default_factory=list)  # extra lines before the content
     error_after: int | None = None  # an error object inside the stream after N events
     burst: int = 1  # content events written together in one chunk
+    # Hostile modes (the wire format stays OpenAI's otherwise):
+    endless: bool = False  # repeat `pieces` without end, as fast as the client reads
+    giant_line: int = 0  # after the pieces, one data line this long that never ends
+    usage_counts: tuple[int, int] | None = None  # (prompt, completion) claimed in usage
+    content_encoding: str | None = None  # claimed in the headers; the body stays plain
 
 
 @dataclass
@@ -91,8 +96,11 @@ class FakeOpenAI(LoopbackFake):
             last = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
             words = last.split(" ")
             pieces = ["You said:"] + [" " + w for w in words]
+        headers = {"content-type": "text/event-stream"}
+        if script.content_encoding:
+            headers["content-encoding"] = script.content_encoding
         return Reply(
-            200, {"content-type": "text/event-stream"}, stream=lambda w: self._stream(
+            200, headers, stream=lambda w: self._stream(
                 w, script, pieces, body["model"], seen
             ),
         )
@@ -106,6 +114,8 @@ class FakeOpenAI(LoopbackFake):
             for line in s.raw_before:
                 await write_chunk(writer, line.encode())
             await write_chunk(writer, _chunk(cid, model, {"role": "assistant", "content": ""}))
+            if s.endless:
+                await _endless(writer, cid, model, pieces, s.burst)
             for i, piece in enumerate(pieces):
                 if s.cut_after is not None and i == s.cut_after:
                     raise drop()
@@ -122,12 +132,15 @@ class FakeOpenAI(LoopbackFake):
                 group = pieces[i:i + s.burst]
                 await write_chunk(writer, b"".join(
                     _chunk(cid, model, {"content": p}) for p in group))
+            if s.giant_line:
+                await _giant_line(writer, s.giant_line)
             await write_chunk(writer, _chunk(cid, model, {}, s.finish_reason))
             if s.usage:
+                prompt, completion = s.usage_counts or (11, len(pieces))
                 usage = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
                          "model": model, "system_fingerprint": "fp_fake", "choices": [],
-                         "usage": {"prompt_tokens": 11, "completion_tokens": len(pieces),
-                                   "total_tokens": 11 + len(pieces)}}
+                         "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                   "total_tokens": prompt + completion}}
                 await write_chunk(writer, b"data: " + json.dumps(usage).encode() + b"\n\n")
             if s.done:
                 await write_chunk(writer, b"data: [DONE]\n\n")
@@ -136,6 +149,30 @@ class FakeOpenAI(LoopbackFake):
         except (ConnectionError, asyncio.CancelledError):
             seen.closed_early_at = time.monotonic()
             raise drop() from None
+
+
+ENDLESS_FOR = 60.0  # seconds: an endless stream still ends if its client never does
+
+
+async def _endless(
+    writer: asyncio.StreamWriter, cid: str, model: str, pieces: list[str], burst: int
+) -> None:
+    """Content events for as long as the client reads (bounded by ENDLESS_FOR)."""
+    group = b"".join(_chunk(cid, model, {"content": p}) for p in pieces) * max(burst, 1)
+    until = time.monotonic() + ENDLESS_FOR
+    while time.monotonic() < until:
+        await write_chunk(writer, group)
+    raise drop()
+
+
+async def _giant_line(writer: asyncio.StreamWriter, size: int) -> None:
+    """A data line of `size` bytes that never gets its newline; the connection then idles."""
+    await write_chunk(writer, b'data: {"choices": [{"index": 0, "delta": {"content": "')
+    block = b"a" * 65536
+    for _ in range(size // len(block)):
+        await write_chunk(writer, block)
+    await asyncio.sleep(ENDLESS_FOR)
+    raise drop()
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
