@@ -170,7 +170,9 @@ class App:
             PostgresWhatsAppStore(self.pool, s.database), self.chats, sender, s.whatsapp,
             Pacer(s.whatsapp.send_rate),
         )
-        self.whatsapp_worker = WhatsAppWorker(self.whatsapp, s.whatsapp)
+        self.whatsapp_worker = WhatsAppWorker(
+            self.whatsapp, s.whatsapp, on_undelivered=self.metrics.observe_undelivered
+        )
         self.whatsapp_worker.start()
 
     async def stop(self) -> None:

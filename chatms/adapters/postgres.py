@@ -189,6 +189,9 @@ async def pooled(pool: asyncpg.Pool, wait: float) -> AsyncIterator[asyncpg.Conne
         raise StorageRefused(f"the database refused the statement (SQLSTATE {state})") from None
 
 
+# whatsapp_inbound.status -> what a chat's history says of the answer's delivery.
+DELIVERY = {"pending": "sending", "sending": "sending", "done": "delivered", "failed": "failed"}
+
 _ACQUIRE = """
 WITH leased AS (
     UPDATE chats SET lease_id = $3, lease_until = now() + make_interval(secs => $4)
@@ -430,8 +433,9 @@ class PostgresChatRepository:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT c.status AS chat_status, m.seq, m.role, m.content, m.tokens, m.erased,"
-                " m.completion, m.finish_reason, m.created_at"
+                " m.completion, m.finish_reason, m.created_at, w.status AS delivery"
                 " FROM chats c LEFT JOIN messages m ON m.chat_id = c.id"
+                " LEFT JOIN whatsapp_inbound w ON w.chat_id = c.id AND w.answer_seq = m.seq"
                 " WHERE c.id = $1 AND c.owner_id = $2 ORDER BY m.seq",
                 chat_id, owner,
             )
@@ -441,6 +445,7 @@ class PostgresChatRepository:
             StoredMessage(
                 r["seq"], r["role"], r["content"], r["tokens"], r["erased"],
                 r["completion"], r["finish_reason"], r["created_at"],
+                DELIVERY.get(r["delivery"]),
             )
             for r in rows
             if r["seq"] is not None

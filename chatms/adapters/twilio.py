@@ -83,12 +83,13 @@ class TwilioSender:
         )
         self.attempts = settings.send_attempts
         self.backoff = settings.send_backoff
+        self.max_backoff = settings.retry_max_seconds  # the cap holds for every wait
 
     async def send(self, from_: str, to: str, body: str) -> str:
         error = "no attempt made"
         for attempt in range(self.attempts):
             if attempt:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
             try:
                 message = await self._client.messages.create_async(from_=from_, to=to, body=body)
             except TwilioRestException as exc:

@@ -6,7 +6,7 @@ import asyncpg
 
 from chatms.adapters.postgres import pooled
 from chatms.config import DatabaseSettings
-from chatms.service.whatsapp import ClaimLost, Inbound, Job
+from chatms.service.whatsapp import Answer, ClaimLost, Inbound, Job
 
 _ACCEPT = """
 INSERT INTO whatsapp_inbound
@@ -36,11 +36,12 @@ UPDATE whatsapp_inbound w
 SET claim_token = $1, claimed_until = now() + make_interval(secs => $2)
 FROM next WHERE w.message_sid = next.message_sid
 RETURNING w.message_sid, w.sender, w.recipient, w.body, w.num_media, w.parts, w.parts_sent,
-          w.failures
+          w.failures, extract(epoch FROM now() - w.received_at)::float8 AS age
 """
 
 _SAVE_ANSWER = """
-UPDATE whatsapp_inbound SET status = 'sending', parts = $3, parts_sent = 0
+UPDATE whatsapp_inbound SET status = 'sending', parts = $3, parts_sent = 0, chat_id = $4,
+    answer_seq = $5
 WHERE message_sid = $1 AND claim_token = $2 AND status = 'pending'
 RETURNING 1
 """
@@ -84,7 +85,7 @@ class PostgresWhatsAppStore:
             message_sid=row["message_sid"], token=token, sender=row["sender"],
             recipient=row["recipient"], body=row["body"], num_media=row["num_media"],
             parts=list(row["parts"]) if row["parts"] is not None else None,
-            parts_sent=row["parts_sent"], failures=row["failures"],
+            parts_sent=row["parts_sent"], failures=row["failures"], age=row["age"],
         )
 
     async def renew(self, message_sid: str, token: str, seconds: float) -> bool:
@@ -103,15 +104,16 @@ class PostgresWhatsAppStore:
             )
         return str(chat_id) if chat_id is not None else None
 
-    async def save_answer(
-        self, job: Job, parts: list[str], chat_id: str | None, set_chat: bool
-    ) -> None:
+    async def save_answer(self, job: Job, parts: list[str], answer: Answer) -> None:
+        delivers = answer.chat_id if answer.seq is not None else None
         async with pooled(self.pool, self.acquire_timeout) as conn, conn.transaction():
-            saved = await conn.fetchval(_SAVE_ANSWER, job.message_sid, job.token, parts)
+            saved = await conn.fetchval(
+                _SAVE_ANSWER, job.message_sid, job.token, parts, delivers, answer.seq
+            )
             if saved is None:
                 raise ClaimLost()
-            if set_chat:
-                await conn.execute(_SET_CHAT, job.sender, chat_id)
+            if answer.set_chat:
+                await conn.execute(_SET_CHAT, job.sender, answer.chat_id)
 
     async def part_sent(self, job: Job, index: int, provider_sid: str) -> None:
         async with pooled(self.pool, self.acquire_timeout) as conn:

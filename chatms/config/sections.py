@@ -180,7 +180,11 @@ class WhatsAppSettings:
     send_rate: float = number("WHATSAPP_SEND_RATE", 10.0, 0.1, 1000)
     claim_seconds: float = number("WHATSAPP_CLAIM_SECONDS", 30.0, 1, 3600)
     concurrency: int = integer("WHATSAPP_CONCURRENCY", 8, 1, 256)
-    max_failures: int = 5
+    # An answer is retried until this many seconds after the user's message (WhatsApp's
+    # window for a reply); after that it is recorded as failed, never dropped silently.
+    delivery_deadline: float = number("WHATSAPP_DELIVERY_DEADLINE", 86_400.0, 1, 30 * 86_400)
+    retry_max_seconds: float = number("WHATSAPP_RETRY_MAX_SECONDS", 300.0, 0.01, 3600)
+    retry_base_seconds: float = 2.0
     busy_retry_seconds: float = 2.0
     poll_seconds: float = 1.0
     send_attempts: int = 4
@@ -189,3 +193,8 @@ class WhatsAppSettings:
     @property
     def configured(self) -> bool:
         return bool(self.account_sid and self.auth_token)
+
+    def backoff(self, failures: int) -> float:
+        """Seconds before the next try after `failures` failed ones: doubling, capped."""
+        exponent = min(max(failures - 1, 0), 30)
+        return min(self.retry_base_seconds * 2.0**exponent, self.retry_max_seconds)

@@ -112,6 +112,7 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
                     seq=m.seq, role=m.role, content=m.content, tokens=m.tokens,
                     erased=m.erased, completion=m.completion,
                     finish_reason=m.finish_reason or "", created_at=_rfc3339(m.created_at),
+                    delivery=m.delivery or "",
                 )
                 for m in chat.messages
             ],

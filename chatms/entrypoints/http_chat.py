@@ -284,7 +284,8 @@ class HttpChat:
             "messages": [
                 {"seq": m.seq, "role": m.role, "content": m.content, "tokens": m.tokens,
                  "erased": m.erased, "completion": m.completion,
-                 "finish_reason": m.finish_reason, "created_at": _stamp(m.created_at)}
+                 "finish_reason": m.finish_reason, "created_at": _stamp(m.created_at),
+                 **({"delivery": m.delivery} if m.delivery else {})}
                 for m in chat.messages
             ],
         })

@@ -86,6 +86,13 @@ class Metrics:
             "chatms_db_query_errors", "PostgreSQL statements that raised", ["statement"],
             registry=r,
         )
+        self.whatsapp_undelivered = Counter(
+            "chatms_whatsapp_undelivered", "WhatsApp answers given up on, by reason"
+            " (refused by Twilio, or not delivered by WHATSAPP_DELIVERY_DEADLINE)",
+            ["reason"], registry=r,
+        )
+        for reason in ("refused", "deadline"):  # shown at 0 before the first failure
+            self.whatsapp_undelivered.labels(reason)
         self._streams = _StreamsInFlight()
         r.register(self._streams)
 
@@ -109,6 +116,10 @@ class Metrics:
             self.prompt_tokens.labels(transport).inc(report.usage.prompt_tokens)
         if report.usage.completion_tokens:
             self.completion_tokens.labels(transport).inc(report.usage.completion_tokens)
+
+    def observe_undelivered(self, reason: str) -> None:
+        """Called by the WhatsApp worker when it gives up on an answer."""
+        self.whatsapp_undelivered.labels(reason).inc()
 
     def observe_query(self, query: str, elapsed: float, failed: bool) -> None:
         """Called by the database adapter after each statement."""

@@ -61,6 +61,8 @@ class StoredMessage:
     completion: str
     finish_reason: str | None
     created_at: datetime
+    # For an answer sent through WhatsApp: "sending", "delivered" or "failed".
+    delivery: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,13 @@ class Turn:
         return self._answer.content if self._answer is not None else ""
 
     @property
+    def answer_seq(self) -> int | None:
+        """Where the answer sits in its chat, once the turn has ended and stored it."""
+        store = self._store
+        reply = store.pending.assistant if store is not None else None
+        return reply.seq if reply is not None else None
+
+    @property
     def result(self) -> TurnResult:
         """How the turn ended; there once `async with` is left."""
         assert self._result is not None, "a turn's result is there once it has ended"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from chatms.config import WhatsAppSettings
@@ -54,6 +55,22 @@ class Job:
     parts: list[str] | None
     parts_sent: int
     failures: int
+    age: float = 0.0  # seconds since the message was received, when it was claimed
+    claimed_at: float = field(default_factory=time.monotonic)
+
+    def seconds_left(self, deadline: float) -> float:
+        """Seconds until `deadline` (counted from the message's arrival) passes; <= 0 once past."""
+        return deadline - self.age - (time.monotonic() - self.claimed_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to send for a job, and where it is kept."""
+
+    text: str
+    chat_id: str | None = None  # the chat to remember for the sender
+    set_chat: bool = False  # whether to change the remembered chat
+    seq: int | None = None  # the stored chat message the text delivers
 
 
 class ClaimLost(Exception):
@@ -92,10 +109,9 @@ class WhatsAppStore(Protocol):
     async def active_chat(self, sender: str) -> str | None:
         ...
 
-    async def save_answer(
-        self, job: Job, parts: list[str], chat_id: str | None, set_chat: bool
-    ) -> None:
-        """Store the split answer and (when `set_chat`) the sender's active chat, atomically."""
+    async def save_answer(self, job: Job, parts: list[str], answer: Answer) -> None:
+        """Store the split answer, the chat message it delivers and (when `answer.set_chat`)
+        the sender's active chat, atomically."""
         ...
 
     async def part_sent(self, job: Job, index: int, provider_sid: str) -> None:
@@ -158,15 +174,14 @@ class WhatsAppService:
     async def process(self, job: Job) -> None:
         """Answer a claimed job (unless already answered) and send what is not yet sent."""
         if job.parts is None:
-            text, chat_id, set_chat = await self._answer(job)
+            answer = await self._answer(job)
             # Twilio refuses an empty body, and silence would look like a lost message.
-            parts = split_message(text, MAX_PART) or [EMPTY_REPLY]
-            await self.store.save_answer(job, parts, chat_id, set_chat)
+            parts = split_message(answer.text, MAX_PART) or [EMPTY_REPLY]
+            await self.store.save_answer(job, parts, answer)
             job.parts = parts
         await self._send(job)
 
-    async def _answer(self, job: Job) -> tuple[str, str | None, bool]:
-        """(reply, chat id to remember, whether to change the remembered chat)."""
+    async def _answer(self, job: Job) -> Answer:
         body = job.body
         if is_reset(body):
             current = await self.store.active_chat(job.sender)
@@ -175,16 +190,14 @@ class WhatsAppService:
                     await self.chats.end(job.sender, current)
                 except errors.ChatNotFound:
                     pass  # already gone: forgetting it is all that is left to do
-            return RESET_REPLY, None, True
+            return Answer(RESET_REPLY, None, True)
         if not body.strip():
-            return MEDIA_REPLY, None, False
+            return Answer(MEDIA_REPLY)
         limit = self.settings.max_body_chars
         if len(body) > limit:
-            return (
+            return Answer(
                 f"Sorry, your message is {len(body)} characters long; I can read at most "
-                f"{limit}. Please send a shorter message.",
-                None,
-                False,
+                f"{limit}. Please send a shorter message."
             )
         chat_id = await self.store.active_chat(job.sender)
         try:
@@ -195,15 +208,13 @@ class WhatsAppService:
             # The remembered chat was ended elsewhere (another door): start a new one.
             return await self._turn(job.sender, None, body)
 
-    async def _turn(
-        self, user_id: str, chat_id: str | None, body: str
-    ) -> tuple[str, str | None, bool]:
+    async def _turn(self, user_id: str, chat_id: str | None, body: str) -> Answer:
         turn = self.chats.turn(user_id, chat_id, body, "whatsapp")
         try:
             async with turn:
                 async for _ in turn:
                     pass
-            return turn.result.content, turn.chat_id, True
+            return Answer(turn.result.content, turn.chat_id, True, turn.answer_seq)
         except errors.ChatBusy:
             raise Retry("chat busy", self.settings.busy_retry_seconds, failure=False) from None
         except errors.Unavailable as exc:
@@ -213,12 +224,13 @@ class WhatsAppService:
         except errors.UpstreamError as exc:
             log.warning("whatsapp turn failed upstream: %s", type(exc).__name__)
             # The turn was stored (marked failed) in its chat: keep that chat going.
-            return UPSTREAM_REPLY, turn.chat_id or None, bool(turn.chat_id)
+            return Answer(UPSTREAM_REPLY, turn.chat_id or None, bool(turn.chat_id),
+                          turn.answer_seq)
         except errors.NotConfigured as exc:
             log.warning("whatsapp turn not possible: %s", exc)
-            return UPSTREAM_REPLY, None, False
+            return Answer(UPSTREAM_REPLY)
         except errors.InvalidInput as exc:
-            return f"Sorry, I cannot take that message: {exc}", None, False
+            return Answer(f"Sorry, I cannot take that message: {exc}")
 
     async def _send(self, job: Job) -> None:
         parts = job.parts or []
@@ -229,7 +241,7 @@ class WhatsAppService:
             except SendFailed as exc:
                 if not exc.retryable:
                     raise
-                delay = min(2.0 ** (job.failures + 1), 300.0)
+                delay = self.settings.backoff(job.failures + 1)
                 raise Retry(str(exc), delay, failure=True) from None
             await self.store.part_sent(job, index, sid)
             job.parts_sent = index + 1

@@ -12,20 +12,30 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 
 from chatms.config import WhatsAppSettings
 from chatms.service.whatsapp import ClaimLost, Job, Retry, SendFailed, WhatsAppService
 
 log = logging.getLogger("chatms.whatsapp")
 
+# Told why an answer was given up on: "refused" (Twilio said no) or "deadline".
+UndeliveredObserver = Callable[[str], None]
+
 
 class WhatsAppWorker:
-    def __init__(self, service: WhatsAppService, settings: WhatsAppSettings) -> None:
+    def __init__(
+        self,
+        service: WhatsAppService,
+        settings: WhatsAppSettings,
+        on_undelivered: UndeliveredObserver | None = None,
+    ) -> None:
         self.service = service
+        self.settings = settings
+        self.on_undelivered = on_undelivered
         self.claim_seconds = settings.claim_seconds
         self.concurrency = settings.concurrency
         self.poll_seconds = settings.poll_seconds
-        self.max_failures = settings.max_failures
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -115,36 +125,43 @@ class WhatsAppWorker:
                 return
 
     async def _process(self, job: Job) -> None:
-        store = self.service.store
         try:
             await self.service.process(job)
-            log.info("whatsapp message %s answered in %d part(s)", job.message_sid,
-                     len(job.parts or []))
         except Retry as retry:
-            failures = job.failures + (1 if retry.failure else 0)
-            if failures >= self.max_failures:
-                log.error("whatsapp message %s failed for good: %s", job.message_sid, retry)
-                await store.fail(job, str(retry))
-            else:
-                log.info("whatsapp message %s retried in %.1fs: %s", job.message_sid,
-                         retry.delay, retry)
-                await store.reschedule(job, retry.delay, str(retry), retry.failure)
+            log.info("whatsapp message %s: %s", job.message_sid, retry)
+            await self._record(job, str(retry), retry.delay, retry.failure)
         except SendFailed as exc:
             log.error("whatsapp message %s refused by Twilio: %s", job.message_sid, exc)
-            await store.fail(job, str(exc))
+            await self._record(job, str(exc), None, True)
         except ClaimLost:
             log.warning("whatsapp message %s: claim lost", job.message_sid)
         except Exception as exc:
-            # A bug or an outage: recorded on the row and retried later, never dropped silently.
+            # A bug or an outage: recorded on the row and retried, never dropped silently.
             log.exception("whatsapp message %s failed", job.message_sid)
-            failures = job.failures + 1
             error = f"{type(exc).__name__}: {exc}"[:500]
-            try:
-                if failures >= self.max_failures:
-                    await store.fail(job, error)
-                else:
-                    await store.reschedule(job, min(2.0**failures, 300.0), error, True)
-            except Exception as again:
-                log.warning("whatsapp message %s: recording the failure failed (%s); its claim"
-                            " will lapse and it will be retried", job.message_sid,
-                            type(again).__name__)
+            await self._record(job, error, self.settings.backoff(job.failures + 1), True)
+        else:
+            log.info("whatsapp message %s answered in %d part(s)", job.message_sid,
+                     len(job.parts or []))
+
+    async def _record(self, job: Job, error: str, retry_in: float | None, failure: bool) -> None:
+        """Try again after `retry_in` seconds while the delivery deadline allows; else (or
+        when `retry_in` is None) record the message as failed and tell the observer."""
+        settings, store = self.settings, self.service.store
+        left = job.seconds_left(settings.delivery_deadline)
+        try:
+            if retry_in is not None and left > 0:
+                delay = min(retry_in, settings.retry_max_seconds, left)
+                await store.reschedule(job, delay, error, failure)
+                return
+            if retry_in is not None:
+                error = f"not delivered within {settings.delivery_deadline:g}s: {error}"
+                log.error("whatsapp message %s: delivery deadline passed", job.message_sid)
+            await store.fail(job, error[:500])
+        except Exception as again:
+            log.warning("whatsapp message %s: recording the failure failed (%s); its claim"
+                        " will lapse and it will be retried", job.message_sid,
+                        type(again).__name__)
+            return
+        if self.on_undelivered is not None:
+            self.on_undelivered("refused" if retry_in is None else "deadline")

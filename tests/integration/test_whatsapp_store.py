@@ -10,7 +10,7 @@ import pytest
 
 from chatms.adapters.postgres import create_pool, migrate
 from chatms.adapters.whatsapp_store import PostgresWhatsAppStore
-from chatms.service.whatsapp import ClaimLost, Inbound
+from chatms.service.whatsapp import Answer, ClaimLost, Inbound
 from tests.fakes.twilio import ACCOUNT_SID, OUR_NUMBER, new_sender
 
 
@@ -44,7 +44,7 @@ async def test_claims_are_exclusive_and_serial_per_sender(store: PostgresWhatsAp
     claimed = sorted(j.body for j in jobs if j is not None)
     assert claimed == ["a1", "b1"]
     first = next(j for j in jobs if j is not None and j.body == "a1")
-    await store.save_answer(first, ["ok"], None, False)
+    await store.save_answer(first, ["ok"], Answer("ok"))
     await store.part_sent(first, 0, "SM1")
     with pytest.raises(ClaimLost):  # the same part cannot be recorded twice
         await store.part_sent(first, 0, "SM1")
@@ -65,5 +65,5 @@ async def test_a_dead_workers_claim_lapses(store: PostgresWhatsAppStore) -> None
     assert taker is not None and taker.message_sid == m.message_sid
     assert not await store.renew(dead.message_sid, dead.token, 30)
     with pytest.raises(ClaimLost):
-        await store.save_answer(dead, ["late"], None, False)
+        await store.save_answer(dead, ["late"], Answer("late"))
     await store.finish(taker)

@@ -25,6 +25,8 @@ def test_whatsapp_is_off_until_both_credentials_are_set() -> None:
         ({"TWILIO_API_BASE_URL": "ftp://x"}, "TWILIO_API_BASE_URL"),
         ({"WHATSAPP_MAX_BODY_CHARS": "0"}, "WHATSAPP_MAX_BODY_CHARS"),
         ({"WHATSAPP_SEND_RATE": "fast"}, "WHATSAPP_SEND_RATE"),
+        ({"WHATSAPP_DELIVERY_DEADLINE": "0"}, "WHATSAPP_DELIVERY_DEADLINE"),
+        ({"WHATSAPP_RETRY_MAX_SECONDS": "-1"}, "WHATSAPP_RETRY_MAX_SECONDS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
@@ -44,3 +46,10 @@ def test_describe_hides_the_auth_token() -> None:
     s = load_settings({"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "secret-token-xyz"})
     text = repr(s.describe())
     assert "secret-token-xyz" not in text and "'TWILIO_AUTH_TOKEN': 'set'" in text
+
+
+def test_delivery_is_retried_for_a_day_by_default() -> None:
+    """WhatsApp's reply window: an answer is retried for 24 h, at most 5 minutes apart."""
+    w = load_settings({}).whatsapp
+    assert (w.delivery_deadline, w.retry_max_seconds) == (86_400.0, 300.0)
+    assert [w.backoff(n) for n in (1, 2, 3, 9, 10, 1000)] == [2, 4, 8, 300, 300, 300]

@@ -208,6 +208,12 @@ class StoredMessage(betterproto2.Message):
     RFC 3339
     """
 
+    delivery: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+    """
+    An answer sent through WhatsApp: "sending", "delivered" or "failed" (given up on after
+    WHATSAPP_DELIVERY_DEADLINE, or refused by Twilio); empty for every other message.
+    """
+
 
 default_message_pool.register_message("pb", "StoredMessage", StoredMessage)
 
