@@ -198,10 +198,54 @@ async def webhook_forged(env: Env) -> bool:
     return reply.status_code == 403 and env.twilio.sent_to(form["From"]) == []
 
 
+MAX_ANSWER = 32 * 1024  # MAX_ANSWER_CHARS for the default MAX_TOKENS (1024)
+
+
+async def unstorable_text_in_answer(env: Env) -> bool:
+    """NUL and a lone surrogate from the model: replaced, and the turn completes."""
+    r = await env.turn(Script(pieces=["a\x00", "\ud800b"]))
+    return r.code == OK and r.answer == "a\ufffd\ufffdb"
+
+
+async def huge_answer(env: Env) -> bool:
+    """A 10 MB answer is cut at the answer limit; the turn ends OK, flagged too_long."""
+    r = await env.turn(Script(pieces=["x" * 65536] * 160))
+    return r.code == OK and len(r.answer) == MAX_ANSWER
+
+
+async def endless_stream(env: Env) -> bool:
+    r = await env.turn(Script(endless=True, pieces=["y" * 1000], burst=64))
+    return r.code == OK and len(r.answer) == MAX_ANSWER
+
+
+async def line_without_end(env: Env) -> bool:
+    """64 MB without a newline: cut at the event limit, the text before it kept."""
+    r = await env.turn(Script(pieces=["so far "], giant_line=64 * 1024 * 1024))
+    return r.code == UNAVAILABLE and r.answer == "so far "
+
+
+async def usage_beyond_int32(env: Env) -> bool:
+    return (await env.turn(Script(usage_counts=(2**40, 2**63)))).code == OK
+
+
+async def body_not_in_its_encoding(env: Env) -> bool:
+    """`Content-Encoding: gzip` over plain text, every attempt: UNAVAILABLE, turn kept."""
+    user = new_user()
+    chat_id = (await env.turn(user=user)).chat_id
+    for _ in range(3):
+        env.fake.queue(Script(content_encoding="gzip"))
+    return (await env.turn(user=user, chat_id=chat_id)).code == UNAVAILABLE
+
+
+HOSTILE_UPSTREAM = [
+    unstorable_text_in_answer, huge_answer, endless_stream, line_without_end,
+    usage_beyond_int32, body_not_in_its_encoding,
+]
+
 CATALOGUE: list[Callable[[Env], Awaitable[bool]]] = [
     upstream_429_then_ok, upstream_5xx_every_time, cut_before_first_token,
     cut_after_first_token, error_object_in_stream, malformed_sse, no_done_marker,
     empty_answer, length_finish, idle_upstream, client_deadline, racing_turns, foreign_chat,
     database_restart, invalid_input, http_client_leaves_mid_stream, http_garbage,
-    webhook_redelivered_at_once, webhook_forged,
+    webhook_redelivered_at_once, webhook_forged, *HOSTILE_UPSTREAM,
 ]

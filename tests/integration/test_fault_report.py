@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from dataclasses import dataclass, field
+
+import httpx
+import psutil
 
 from chatms.app import App
 from chatms.config import load_settings
@@ -13,6 +18,40 @@ from tests.integration.fault_catalogue import CATALOGUE, Env, Ledger
 from tests.support import OwnPostgres, base_env, fetch
 
 REPORT: list[str] = []
+MB = 1024 * 1024
+
+
+@dataclass
+class MemoryWatch:
+    """Samples this process's resident memory on a thread (the service runs in it)."""
+
+    start: int = 0
+    peak: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.start = self.peak = psutil.Process().memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        while not self.stop.wait(0.05):
+            self.peak = max(self.peak, process.memory_info().rss)
+
+    def growth_mb(self) -> int:
+        self.stop.set()
+        self._thread.join(5)
+        return round((self.peak - self.start) / MB)
+
+
+async def alive(http_url: str) -> bool:
+    """The service still answers its liveness probe (a crash, or a stuck loop, would not)."""
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            return (await http.get(http_url + "/healthz")).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio) -> None:
@@ -31,11 +70,16 @@ async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio)
     env = Env(f"127.0.0.1:{app.settings.server.grpc_port}", f"http://127.0.0.1:{app.settings.server.web_port}",
               fake_openai, fake_twilio, Ledger(), restart_db)
     survived = []
+    crashes = 0
+    memory = MemoryWatch()
     try:
         for fault in CATALOGUE:
             fake_openai.reset()
             fake_twilio.reset()
             ok = await fault(env)
+            if not await alive(env.http_url):
+                crashes += 1
+                ok = False
             env.ledger.outcomes[fault.__name__] = "survived" if ok else "FAILED"
             survived.append(ok)
         await app.chats.drain(grace=10)
@@ -47,8 +91,9 @@ async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio)
     lost = [text for text in env.ledger.accepted if text not in stored]
     REPORT.append(
         f"fault report: {len(CATALOGUE)} faults injected, {sum(survived)} survived, "
-        f"{len(lost)} messages lost, {env.ledger.cross_user_reads} cross-user reads"
+        f"{len(lost)} messages lost, {env.ledger.cross_user_reads} cross-user reads, "
+        f"{crashes} crashes, peak memory growth {memory.growth_mb()} MB"
     )
     failed = [name for name, outcome in env.ledger.outcomes.items() if outcome != "survived"]
     assert failed == []
-    assert lost == [] and env.ledger.cross_user_reads == 0
+    assert lost == [] and env.ledger.cross_user_reads == 0 and crashes == 0
