@@ -26,6 +26,10 @@ from chatms.config.reading import (
 from chatms.domain.budget import TokenBudget, known_context_window
 from chatms.domain.model import ChatConfig
 
+# A token is about 4 characters of prose; 32 leaves room for long tokens (runs of spaces or
+# symbols) while still bounding what a broken upstream can make us hold.
+ANSWER_CHARS_PER_TOKEN = 32
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSettings:
@@ -43,6 +47,8 @@ class ModelSettings:
     stop: tuple[str, ...] = words("STOP", 4, "sequences (OpenAI's limit)")
     n: int = integer("N", 1, 1, 128)
     system_prompt: str = text("INITIAL_CHAT_MESSAGE", "You are a helpful assistant.")
+    # 0: ANSWER_CHARS_PER_TOKEN characters per token of the chat's max_tokens.
+    max_answer_chars: int = integer("MAX_ANSWER_CHARS", 0, 0, 1_000_000_000)
     tiktoken_offline: bool = flag("TIKTOKEN_OFFLINE", False)
 
     def checked(self) -> ModelSettings:
@@ -83,6 +89,10 @@ class ModelSettings:
     @property
     def budget(self) -> TokenBudget:
         return TokenBudget(self.context_window, self.max_tokens)
+
+    def answer_limit(self, max_tokens: int) -> int:
+        """Most characters kept of one answer asked for `max_tokens` tokens."""
+        return self.max_answer_chars or max_tokens * ANSWER_CHARS_PER_TOKEN
 
 
 @dataclass(frozen=True, slots=True)

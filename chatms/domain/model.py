@@ -30,6 +30,7 @@ class Completion(StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
+    TOO_LONG = "too_long"  # cut at the answer limit (MAX_ANSWER_CHARS); what fits is kept
 
 
 @dataclass(frozen=True, slots=True)

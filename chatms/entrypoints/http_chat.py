@@ -155,6 +155,7 @@ class TurnExchange:
             "chat_id": result.chat_id,
             "content": result.content,
             "finish_reason": result.finish_reason,
+            "completion": result.completion.value,
             "usage": {"prompt_tokens": usage.prompt_tokens,
                       "completion_tokens": usage.completion_tokens},
         }

@@ -14,14 +14,19 @@ class AnswerStream:
 
     `on_first_delta` runs once, right after the first delta was handed on (so nothing stands
     between the upstream and the client's first token). `aclose` closes the upstream request.
+    At `limit` characters the answer is cut: what fits is handed on, the upstream request is
+    closed, the stream ends and `cut` is set.
     """
 
     def __init__(
         self,
         events: AsyncGenerator[UpstreamEvent, None],
         on_first_delta: Callable[[], None] | None = None,
+        limit: int | None = None,
     ) -> None:
         self.parts: list[str] = []
+        self.limit = limit
+        self.cut = False
         self.finish_reason: str | None = None
         self.usage: Usage | None = None  # as reported by the upstream
         self.first_delta_at: float | None = None  # time.perf_counter()
@@ -43,9 +48,16 @@ class AnswerStream:
     async def _relay(self) -> AsyncGenerator[str, None]:
         parts = self.parts
         events = self._events
+        room: float = self.limit if self.limit is not None else float("inf")
         try:
             async for event in events:
                 if isinstance(event, str):
+                    room -= len(event)
+                    if room < 0:
+                        self.cut = True
+                        event = event[: len(event) + int(room)]
+                        if not event:
+                            return
                     if not parts:
                         self.first_delta_at = time.perf_counter()
                     parts.append(event)
@@ -53,6 +65,8 @@ class AnswerStream:
                     if self._on_first_delta is not None:
                         first, self._on_first_delta = self._on_first_delta, None
                         first()
+                    if self.cut:
+                        return  # closing `events` below closes the upstream request
                 else:
                     self.finish_reason, self.usage = event.finish_reason, event.usage
         finally:

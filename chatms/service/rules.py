@@ -8,21 +8,24 @@ import uuid
 from chatms.config import ModelSettings, TurnSettings
 from chatms.domain.budget import TokenBudget, known_context_window
 from chatms.domain.errors import InvalidInput, PayloadTooLarge
-from chatms.domain.model import Chat
+from chatms.domain.model import Chat, Usage
+from chatms.domain.text import is_storable
 from chatms.service.ports import TokenCounter
 
 LONG_TEXT = 4096  # characters; longer texts are tokenized off the event loop
 
 
 def storable(name: str, value: str) -> None:
-    """Refuse text PostgreSQL cannot store: NUL, and lone surrogates (JSON's "\\ud800")."""
+    """Refuse input PostgreSQL cannot store: NUL, and lone surrogates (JSON's "\\ud800").
+
+    A person's text is refused rather than repaired (they can fix it); the model's is
+    repaired (see `chatms.domain.text.storable`).
+    """
+    if is_storable(value):
+        return
     if "\x00" in value:
         raise InvalidInput(f"{name} must not contain NUL characters")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(f"{name} is not valid Unicode text") from None
+    raise InvalidInput(f"{name} is not valid Unicode text")
 
 
 def parse_chat_id(chat_id: str) -> str:
@@ -67,6 +70,20 @@ class ChatRules:
         if len(text) > LONG_TEXT:
             return await asyncio.to_thread(self.counter.count, text)
         return self.counter.count(text)
+
+    def answer_limit(self, chat: Chat) -> int:
+        """Most characters of one answer kept in `chat` (MAX_ANSWER_CHARS)."""
+        return self.model.answer_limit(chat.config.max_tokens)
+
+    async def answer_tokens(self, chat: Chat, content: str, reported: Usage | None) -> int:
+        """Tokens of an answer: the upstream's count when it is believable, else counted.
+
+        An upstream cannot have written more tokens than it was asked for; a count above
+        that (or for an answer cut short) is not taken.
+        """
+        if reported is not None and reported.completion_tokens <= chat.config.max_tokens:
+            return reported.completion_tokens
+        return await self.count(content) if content else 0
 
     def new_chat(self, owner: str) -> Chat:
         """A chat with the default settings and system message (not stored yet)."""

@@ -136,7 +136,10 @@ class Turn:
             events = self.kit.llm.complete(chat.config, list(chat.prompt()), self._deadline)
             # A new chat's row is written beside the rest of the answer, so that no database
             # work ever stands between the upstream and the first delta.
-            self._answer = AnswerStream(events, store.create_soon if self.new_chat else None)
+            self._answer = AnswerStream(
+                events, store.create_soon if self.new_chat else None,
+                self.kit.rules.answer_limit(chat),
+            )
         return aiter(self._answer)
 
     @property
@@ -166,6 +169,8 @@ class Turn:
         kit = self.kit
         self.lease.stop()
         completion = completion_for(exc, kit.gate.accepting)
+        if completion is Completion.COMPLETE and self._answer is not None and self._answer.cut:
+            completion = Completion.TOO_LONG
         # A new chat whose client never learned its id is not stored: it would only leave
         # an orphan chat behind for every retry.
         store = not (self.new_chat and exc is not None and not self.content)
@@ -191,10 +196,10 @@ class Turn:
             await answer.aclose()
         content = self.content
         reported = answer.usage if answer is not None else None
-        if reported is not None and completion is Completion.COMPLETE:
-            answer_tokens = reported.completion_tokens
-        else:
-            answer_tokens = self.kit.rules.counter.count(content) if content else 0
+        answer_tokens = await self.kit.rules.answer_tokens(
+            turn_store.chat, content,
+            reported if completion is Completion.COMPLETE else None,
+        )
         finish_reason = answer.finish_reason if answer is not None else None
         usage = reported or Usage(0, answer_tokens)
         self._result = TurnResult(self.chat_id, content, completion, finish_reason, usage)
@@ -212,9 +217,11 @@ class Turn:
             report.usage = answer.usage or Usage()
             report.first_token_at = answer.first_delta_at
             report.deltas = len(answer.parts)
-        report.outcome = "ok" if exc is None else (
-            "store_failed" if completion is Completion.COMPLETE else completion.value
-        )
+        if exc is None:
+            report.outcome = "ok" if completion is Completion.COMPLETE else completion.value
+        else:
+            whole = completion in (Completion.COMPLETE, Completion.TOO_LONG)
+            report.outcome = "store_failed" if whole else completion.value
         if isinstance(exc, ChatError):
             report.error = type(exc).__name__
         for observe in self.kit.observers:

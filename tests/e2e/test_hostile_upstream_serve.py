@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -33,7 +34,7 @@ class Probe:
         assert self.proc.proc is not None
         ps = psutil.Process(self.proc.proc.pid)
         with httpx.Client(timeout=10) as http:
-            while not self.stop.wait(0.1):
+            while True:
                 self.peak_rss = max(self.peak_rss, ps.memory_info().rss)
                 started = time.monotonic()
                 try:
@@ -41,6 +42,8 @@ class Probe:
                 except httpx.HTTPError:
                     self.statuses.add(0)
                 self.latencies.append(time.monotonic() - started)
+                if self.stop.wait(0.05):
+                    return
 
 
 def turn(
@@ -86,7 +89,7 @@ def test_hostile_upstream_against_a_real_process(
     ]
     try:
         outcomes = []
-        for name, script, want_code, want_completion in cases:
+        for name, script, want_code, want_completion in cases * 3:
             fake_openai.queue(script)
             code, answer, _ = turn(proc, user, f"{MARKER} {name}", chat_id)
             [row] = fetch(database_url, "SELECT content, completion FROM messages"
@@ -95,6 +98,13 @@ def test_hostile_upstream_against_a_real_process(
             outcomes.append((name, code, row["completion"], len(answer), len(row["content"])))
             assert (code, row["completion"]) == (want_code, want_completion), outcomes
             assert row["content"] == answer and len(answer) <= 32_768
+        # Four at once, each on a chat of its own: the loop must still answer probes.
+        for _, script, want_code, _ in cases:
+            fake_openai.queue(*[script] * 4)
+            with ThreadPoolExecutor(4) as pool:
+                codes = list(pool.map(lambda i: turn(proc, new_user(), f"{MARKER} {i}")[0],
+                                      range(4)))
+            assert codes == [want_code] * 4
     finally:
         probe.stop.set()
         prober.join(10)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.integration.grpc_client import chat_stream
-from tests.integration.http_client import chat_sse, client
+from tests.integration.http_client import chat_sse, client, fake_settled
 from tests.support import fetch, new_user
 from tests.support import grpc_target as target
 
@@ -141,3 +141,29 @@ async def test_a_line_that_never_ends_is_cut_at_the_event_limit(
     assert result.answer == "so far " and "larger than" in result.details
     assert await stored_turn(database_url, chat_id) == [
         ("user", "go long", "complete"), ("assistant", "so far ", "upstream_error")]
+
+
+async def test_an_answer_over_the_limit_is_cut_stored_and_flagged(
+    start_app, fake_openai: FakeOpenAI, database_url: str
+) -> None:
+    """At MAX_ANSWER_CHARS the upstream is closed and the turn ends cleanly: what fits is
+    sent and stored, flagged too_long; an endless stream ends the same way."""
+    app = await start_app(MAX_ANSWER_CHARS="1000")
+    fake_openai.queue(Script(pieces=["x" * 300] * 10))
+    result = await chat_stream(target(app), new_user(), "a long one please")
+    assert result.code == OK, result.details
+    assert result.answer == "x" * 1000
+    assert (await stored_turn(database_url, result.chat_id))[1] == (
+        "assistant", "x" * 1000, "too_long")
+
+    fake_openai.queue(Script(endless=True, pieces=["y" * 100], burst=10))
+    async with client(app) as http:
+        sse = await chat_sse(http, {"user_id": new_user(), "user_message": "forever"})
+        metrics = (await http.get("/metrics")).text
+    [done] = sse.named("done")
+    assert sse.status == 200 and done["completion"] == "too_long"
+    assert done["content"] == "y" * 1000
+    assert "".join(d["delta"] for d in sse.named("delta")) == "y" * 1000
+    assert 'chatms_turns_total{outcome="too_long",transport="http"} 1.0' in metrics
+    await fake_settled(fake_openai)
+    assert fake_openai.requests[-1].closed_early_at is not None  # the upstream was let go

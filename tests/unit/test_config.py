@@ -43,3 +43,11 @@ def test_unknown_model_works_with_an_explicit_window() -> None:
     """An OpenAI-compatible model the table does not know needs MODEL_MAX_TOKENS."""
     s = load_settings({"MODEL": "llama3", "MODEL_MAX_TOKENS": "8192"})
     assert s.model.budget.context_window == 8192
+
+
+def test_the_answer_limit_follows_max_tokens_unless_set() -> None:
+    """MAX_ANSWER_CHARS defaults to 32 characters per token of MAX_TOKENS (of each chat)."""
+    model = load_settings({"MAX_TOKENS": "1000"}).model
+    assert (model.answer_limit(1000), model.answer_limit(10)) == (32_000, 320)
+    fixed = load_settings({"MAX_ANSWER_CHARS": "5000"}).model
+    assert fixed.answer_limit(1000) == fixed.answer_limit(10) == 5000
