@@ -48,7 +48,7 @@ async def test_sse_stream_events_and_headers(start_app) -> None:
         assert [d["delta"] for d in deltas] == ["You said:", " stream", " me", " now"]
         done = result.named("done")[0]
         assert done == {"chat_id": chat_id, "content": "You said: stream me now",
-                        "finish_reason": "stop",
+                        "finish_reason": "stop", "completion": "complete",
                         "usage": {"prompt_tokens": 11, "completion_tokens": 4}}
         stored = (await http.get(f"/chats/{chat_id}", params={"user_id": user},
                                  headers=AUTH)).json()
