@@ -36,6 +36,8 @@ from chatms.service.ports import Finished, UpstreamEvent
 
 log = logging.getLogger("chatms.openai")
 
+MAX_FINISH_REASON = 64  # characters
+
 
 def build_http_client(settings: UpstreamSettings) -> httpx.AsyncClient:
     """The one pooled client every turn shares."""
@@ -334,7 +336,7 @@ class OpenAIClient:
                 return None
             try:
                 chunk = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested past the C parser
                 log.warning("upstream sent a malformed SSE data line; skipped")
                 continue
             if not isinstance(chunk, dict):
@@ -354,7 +356,8 @@ class OpenAIClient:
                     texts.append(text)
                 reason = choice.get("finish_reason")
                 if isinstance(reason, str) and reason:
-                    ending.finish_reason = reason
+                    # Stored beside the answer: OpenAI's are short words.
+                    ending.finish_reason = storable(reason[:MAX_FINISH_REASON])
             elif choice is not None:
                 log.warning("upstream sent a chunk of an unexpected shape; skipped")
             usage = chunk.get("usage")

@@ -113,8 +113,21 @@ def test_hostile_upstream_against_a_real_process(
     growth_mb = (probe.peak_rss - start_rss) / MB
     assert growth_mb < 200, growth_mb
     assert turn(proc, user, "still fine?", chat_id)[0] == grpc.StatusCode.OK
+    # The database refuses the answer: asyncpg's error quotes the failing row, which must
+    # reach no log line.
+    fetch(database_url, "ALTER TABLE messages ADD CONSTRAINT hostile_poison"
+          " CHECK (content NOT LIKE '%poison-answer%') NOT VALID")
+    try:
+        fake_openai.queue(Script(pieces=["poison-answer 0815"]))
+        refused = turn(proc, user, f"{MARKER} refused store", chat_id)[0]
+    finally:
+        fetch(database_url, "ALTER TABLE messages DROP CONSTRAINT hostile_poison")
+    assert refused == grpc.StatusCode.UNAVAILABLE
+    assert turn(proc, user, "free again?", chat_id)[0] == grpc.StatusCode.OK
     assert proc.terminate() == 0
     log = proc.log()
-    assert MARKER not in log and "x" * 64 not in log and "Traceback" not in log
+    assert "database refused a statement" in log  # the refusal was logged, without text
+    for text in (MARKER, "poison-answer", "x" * 64, "Traceback"):
+        assert text not in log
     print(f"hostile upstream: readyz max {max(probe.latencies) * 1000:.0f} ms over "
           f"{len(probe.latencies)} probes, peak memory growth {growth_mb:.0f} MB")

@@ -237,9 +237,17 @@ async def body_not_in_its_encoding(env: Env) -> bool:
     return (await env.turn(user=user, chat_id=chat_id)).code == UNAVAILABLE
 
 
+async def nested_json_and_odd_finish_reason(env: Env) -> bool:
+    """JSON nested past the parser's depth is skipped; a NUL-laden 100 kB finish reason is
+    bounded and stored."""
+    nested = "data: " + "[" * 200_000 + "\n\n"
+    r = await env.turn(Script(raw_before=[nested], finish_reason="stop\x00" + "z" * 100_000))
+    return r.code == OK
+
+
 HOSTILE_UPSTREAM = [
     unstorable_text_in_answer, huge_answer, endless_stream, line_without_end,
-    usage_beyond_int32, body_not_in_its_encoding,
+    usage_beyond_int32, body_not_in_its_encoding, nested_json_and_odd_finish_reason,
 ]
 
 CATALOGUE: list[Callable[[Env], Awaitable[bool]]] = [

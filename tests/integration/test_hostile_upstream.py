@@ -167,3 +167,22 @@ async def test_an_answer_over_the_limit_is_cut_stored_and_flagged(
     assert 'chatms_turns_total{outcome="too_long",transport="http"} 1.0' in metrics
     await fake_settled(fake_openai)
     assert fake_openai.requests[-1].closed_early_at is not None  # the upstream was let go
+
+
+async def test_deeply_nested_or_odd_chunks_are_skipped(
+    start_app, fake_openai: FakeOpenAI, database_url: str
+) -> None:
+    """JSON nested past the parser's depth, and a finish reason holding NUL or 100 kB, do
+    not end the turn: the first is skipped like any malformed line, the second is bounded."""
+    app = await start_app()
+    user = new_user()
+    chat_id = await existing_chat(app, user)
+    nested = "data: " + "[" * 200_000 + "\n\n"
+    fake_openai.queue(Script(pieces=["fine"], raw_before=[nested],
+                             finish_reason="stop\x00" + "z" * 100_000))
+    result = await chat_stream(target(app), user, "odd chunks", chat_id)
+    assert result.code == OK, (result.code, result.details)
+    assert result.answer == "fine"
+    [row] = await fetch(database_url, "SELECT finish_reason FROM messages WHERE chat_id = $1"
+                        " AND role = 'assistant' ORDER BY seq DESC LIMIT 1", chat_id)
+    assert len(row["finish_reason"]) <= 64 and "\x00" not in row["finish_reason"]
