@@ -37,23 +37,27 @@ class SSEDecoder:
         self.copied = 0
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if b"\n" not in chunk:
-            if chunk:
-                self._partial.append(chunk)
+        partial = self._partial
+        if partial:
+            partial.append(chunk)
+            if b"\n" not in chunk:
                 self._partial_size += len(chunk)
                 if self._partial_size > self.limit:
                     raise EventTooLarge(self.limit)
-            return []
-        buf = chunk
-        if self._partial:
-            self._partial.append(chunk)
-            buf = b"".join(self._partial)
+                return []
+            buf = b"".join(partial)
             self.copied += len(buf)
+        else:
+            buf = chunk
         lines = buf.split(b"\n")
         tail = lines.pop()
-        self._partial, self._partial_size = ([tail], len(tail)) if tail else ([], 0)
-        checked = len(buf) <= self.limit  # then no line in it can be too long
-        if not checked and self._partial_size > self.limit:
+        if tail:
+            self._partial, self._partial_size = [tail], len(tail)
+            if self._partial_size > self.limit:
+                raise EventTooLarge(self.limit)
+        elif partial:
+            self._partial, self._partial_size = [], 0
+        if len(buf) > self.limit and max(map(len, lines), default=0) > self.limit:
             raise EventTooLarge(self.limit)
         events: list[bytes] = []
         for line in lines:
@@ -68,8 +72,6 @@ class SSEDecoder:
                 self._data_size += len(line)
                 if self._data_size > self.limit:  # many lines of one event
                     raise EventTooLarge(self.limit)
-            elif not checked and len(line) > self.limit:
-                raise EventTooLarge(self.limit)
             # Other fields (event, id, retry) and comments (": keep-alive") carry nothing for us.
         return events
 
