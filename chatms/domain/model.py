@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from chatms.domain.budget import TokenBudget, message_tokens
+from chatms.domain.context import Summary, fit_window
 from chatms.domain.errors import ChatEnded, InvalidInput, MessageTooLarge
 
 
@@ -77,6 +78,8 @@ class PendingTurn:
 
     user: Message
     erased_seqs: list[int]
+    # The chat's summary was too large to fit beside this turn: it went out without it.
+    summary_left_out: bool = False
     assistant: Message | None = None
     usage: Usage = field(default_factory=Usage)
 
@@ -94,6 +97,8 @@ class Chat:
         live: Iterable[Message] = (),
         next_seq: int = 1,
         status: ChatStatus = ChatStatus.ACTIVE,
+        summary: Summary | None = None,
+        title_pending: bool = False,
     ) -> None:
         self.id = id
         self.owner = owner
@@ -102,6 +107,11 @@ class Chat:
         self.live: deque[Message] = deque(live)
         self.next_seq = next_seq
         self.status = status
+        # The rolling summary of the erased messages up to its watermark, if one was made.
+        self.summary = summary
+        self._summary_in_prompt = summary is not None
+        # No title has been asked of the model yet (only the first message's beginning).
+        self.title_pending = title_pending
 
     @classmethod
     def start(
@@ -115,6 +125,18 @@ class Chat:
         """Prompt tokens of the system message and the live window, framing included."""
         return self.system.tokens + sum(m.tokens for m in self.live)
 
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens of everything the next request sends, the summary included."""
+        summary = self.summary.tokens if self.summary and self._summary_in_prompt else 0
+        return self.live_tokens + summary
+
+    @property
+    def unsummarised(self) -> bool:
+        """Messages left the window that no summary covers yet."""
+        evicted_through = (self.live[0].seq if self.live else self.next_seq) - 1
+        return evicted_through > (self.summary.through_seq if self.summary else 0)
+
     def prompt(self) -> Iterator[tuple[str, str]]:
         """The (role, content) pairs sent upstream: system first, then the live window in order.
 
@@ -122,10 +144,14 @@ class Chat:
         kept in the history but not asked again: resending it could fail the chat for good.
         """
         yield self.system.role.value, self.system.content
+        summary = self.summary if self._summary_in_prompt else None
+        if summary is not None:
+            yield Role.SYSTEM.value, summary.prompt_text
+        covered = summary.through_seq if summary is not None else 0
         live = self.live
         last = len(live) - 1
         for i, m in enumerate(live):
-            if not m.in_prompt:
+            if not m.in_prompt or m.seq <= covered:
                 continue
             if m.role is Role.USER and i < last:
                 reply = live[i + 1]
@@ -145,17 +171,22 @@ class Chat:
         room = budget.prompt_limit - self.system.tokens
         if tokens > room:
             raise MessageTooLarge(tokens, max(room, 0))
-        used = self.live_tokens + tokens
+        fit = fit_window(
+            budget.prompt_limit, self.system.tokens,
+            self.summary.tokens if self.summary else None,
+            [m.tokens for m in self.live], tokens,
+        )
+        self._summary_in_prompt = fit.keep_summary
         erased: list[int] = []
-        while used > budget.prompt_limit:
+        for _ in range(fit.evict):
             oldest = self.live.popleft()
             oldest.erased = True
-            used -= oldest.tokens
             erased.append(oldest.seq)
         user = Message(self.next_seq, Role.USER, content, tokens)
         self.next_seq += 1
         self.live.append(user)
-        return PendingTurn(user=user, erased_seqs=erased)
+        left_out = self.summary is not None and not fit.keep_summary
+        return PendingTurn(user=user, erased_seqs=erased, summary_left_out=left_out)
 
     def add_assistant_message(
         self,
