@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from chatms.config import DatabaseSettings
+from chatms.domain.context import Summary
 from chatms.domain.errors import (
     ChatBusy,
     ChatEnded,
@@ -38,7 +39,14 @@ from chatms.domain.model import (
     PendingTurn,
     Role,
 )
-from chatms.service.ports import ChatDetail, ChatPage, ChatSummary, Lease, StoredMessage
+from chatms.service.ports import (
+    ChatDetail,
+    ChatPage,
+    ChatSummary,
+    Lease,
+    StoredMessage,
+    StoredSummary,
+)
 
 log = logging.getLogger("chatms.postgres")
 
@@ -199,7 +207,7 @@ WITH leased AS (
       AND (lease_until IS NULL OR lease_until < now() OR lease_id = $3)
     RETURNING id, config, next_seq
 )
-SELECT l.config, l.next_seq, w.*
+SELECT l.config, l.next_seq, w.*, s.*
 FROM leased l, LATERAL (
     -- One row of arrays: the chat's config is sent and decoded once, not once per message.
     SELECT array_agg(seq ORDER BY seq) AS seqs, array_agg(role ORDER BY seq) AS roles,
@@ -207,7 +215,12 @@ FROM leased l, LATERAL (
            array_agg(completion ORDER BY seq) AS completions,
            array_agg(finish_reason ORDER BY seq) AS reasons
     FROM messages WHERE chat_id = l.id AND NOT erased
-) w
+) w LEFT JOIN LATERAL (
+    -- The chat's rolling summary, if it has one (same statement: no extra round trip).
+    SELECT version AS summary_version, through_seq AS summary_through,
+           content AS summary_content, tokens AS summary_tokens, model AS summary_model
+    FROM chat_summaries WHERE chat_id = l.id ORDER BY version DESC LIMIT 1
+) s ON true
 """
 
 _WHY_NOT_LEASED = """
@@ -254,6 +267,23 @@ SELECT count(*) FROM chat
 """
 
 
+_CHAT_DETAIL = """
+SELECT c.status AS chat_status, c.title, c.config->>'model' AS model, s.*,
+       m.seq, m.role, m.content, m.tokens, m.erased, m.completion, m.finish_reason, m.created_at,
+       w.status AS delivery
+FROM chats c
+LEFT JOIN LATERAL (
+    SELECT version AS summary_version, through_seq AS summary_through,
+           content AS summary_content, tokens AS summary_tokens, model AS summary_model,
+           created_at AS summary_at
+    FROM chat_summaries WHERE chat_id = c.id ORDER BY version DESC LIMIT 1
+) s ON true
+LEFT JOIN messages m ON m.chat_id = c.id
+LEFT JOIN whatsapp_inbound w ON w.chat_id = c.id AND w.answer_seq = m.seq
+WHERE c.id = $1 AND c.owner_id = $2 ORDER BY m.seq
+"""
+
+
 def _config_to_json(config: ChatConfig) -> dict[str, Any]:
     return {
         "model": config.model,
@@ -275,6 +305,15 @@ def _config_from_json(data: dict[str, Any]) -> ChatConfig:
         stop=tuple(data["stop"]),
         presence_penalty=data["presence_penalty"],
         frequency_penalty=data["frequency_penalty"],
+    )
+
+
+def _summary_from(row: asyncpg.Record) -> Summary | None:
+    if row["summary_version"] is None:
+        return None
+    return Summary(
+        row["summary_content"], row["summary_through"], row["summary_tokens"],
+        row["summary_version"], row["summary_model"],
     )
 
 
@@ -360,6 +399,7 @@ class PostgresChatRepository:
         return Chat(
             id=chat_id, owner=owner, config=_config_from_json(row["config"]),
             system=messages[0], live=messages[1:], next_seq=row["next_seq"],
+            summary=_summary_from(row),
         )
 
     async def commit_turn(self, chat: Chat, turn: PendingTurn, lease: Lease) -> None:
@@ -431,14 +471,7 @@ class PostgresChatRepository:
 
     async def chat(self, chat_id: str, owner: str) -> ChatDetail:
         async with self._conn() as conn:
-            rows = await conn.fetch(
-                "SELECT c.status AS chat_status, m.seq, m.role, m.content, m.tokens, m.erased,"
-                " m.completion, m.finish_reason, m.created_at, w.status AS delivery"
-                " FROM chats c LEFT JOIN messages m ON m.chat_id = c.id"
-                " LEFT JOIN whatsapp_inbound w ON w.chat_id = c.id AND w.answer_seq = m.seq"
-                " WHERE c.id = $1 AND c.owner_id = $2 ORDER BY m.seq",
-                chat_id, owner,
-            )
+            rows = await conn.fetch(_CHAT_DETAIL, chat_id, owner)
         if not rows:
             raise ChatNotFound()
         messages = [
@@ -450,7 +483,15 @@ class PostgresChatRepository:
             for r in rows
             if r["seq"] is not None
         ]
-        return ChatDetail(chat_id, rows[0]["chat_status"], messages)
+        head = rows[0]
+        summary = None
+        if head["summary_version"] is not None:
+            summary = StoredSummary(
+                head["summary_version"], head["summary_through"], head["summary_content"],
+                head["summary_tokens"], head["summary_model"], head["summary_at"],
+            )
+        return ChatDetail(chat_id, head["chat_status"], messages, head["title"],
+                          head["model"], summary)
 
     async def end(self, chat_id: str, owner: str) -> None:
         async with self._conn() as conn:

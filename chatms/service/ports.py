@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from chatms.domain.context import FoldItem, Summary
 from chatms.domain.model import Chat, ChatConfig, Message, PendingTurn, Usage
 
 
@@ -66,12 +67,27 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredSummary:
+    """A chat's current rolling summary, as its owner sees it."""
+
+    version: int
+    through_seq: int  # the last message it covers
+    content: str
+    tokens: int
+    model: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ChatDetail:
-    """One chat as its owner sees it: status and every stored message in order."""
+    """One chat as its owner sees it: status, every stored message in order, its summary."""
 
     id: str
     status: str
     messages: list[StoredMessage]
+    title: str | None = None
+    model: str = ""
+    summary: StoredSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +145,35 @@ class ChatRepository(Protocol):
         ...
 
 
+class ContextStore(Protocol):
+    """Where rolling summaries and generated titles are kept (beside the chat repository)."""
+
+    async def claim_summary(self, chat_id: str, claim: Lease) -> bool:
+        """Take the chat's summary claim; False when another summariser holds it."""
+        ...
+
+    async def release_summary(self, chat_id: str, claim: Lease) -> None:
+        """Give the summary claim back."""
+        ...
+
+    async def summary_input(
+        self, chat_id: str, max_items: int
+    ) -> tuple[Summary | None, list[FoldItem]]:
+        """The current summary and the erased messages after its watermark, oldest first."""
+        ...
+
+    async def store_summary(
+        self, chat_id: str, claim: Lease, summary: Summary, usage: Usage
+    ) -> bool:
+        """Store a new summary; False (nothing stored) when the claim was lost or another
+        summary landed meanwhile."""
+        ...
+
+    async def store_title(self, chat_id: str, title: str) -> bool:
+        """Set the chat's generated title, once; False when it already has one."""
+        ...
+
+
 # Re-exported so that callers of the service need not reach into the domain package.
 __all__ = [
     "ChatDetail",
@@ -136,10 +181,12 @@ __all__ = [
     "ChatRepository",
     "ChatSummary",
     "CompletionClient",
+    "ContextStore",
     "Finished",
     "Lease",
     "Message",
     "StoredMessage",
+    "StoredSummary",
     "TokenCounter",
     "UpstreamEvent",
 ]
