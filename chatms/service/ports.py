@@ -43,6 +43,23 @@ class CompletionClient(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class WholeAnswer:
+    """A non-streamed completion: its text, finish reason and usage (when reported)."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage | None
+
+
+class WholeCompletionClient(Protocol):
+    async def complete_whole(
+        self, model: str, messages: Sequence[tuple[str, str]], max_tokens: int
+    ) -> WholeAnswer:
+        """One non-streamed completion (summaries, titles); the caller sets its deadline."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class ChatSummary:
     id: str
     status: str
@@ -189,4 +206,6 @@ __all__ = [
     "StoredSummary",
     "TokenCounter",
     "UpstreamEvent",
+    "WholeAnswer",
+    "WholeCompletionClient",
 ]

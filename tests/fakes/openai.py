@@ -1,13 +1,18 @@
-"""A fake OpenAI Chat Completions endpoint speaking the streaming wire format exactly.
+"""A fake OpenAI Chat Completions endpoint speaking its wire formats exactly.
 
-By default it answers "You said: <the last user message>" one word per event. Tests queue
-`Script`s to shape the next answers: timing, status errors, broken streams, finish reasons.
+Streamed requests (`"stream": true`, chat turns) are answered "You said: <the last user
+message>" one word per event; tests queue `Script`s to shape them: timing, status errors,
+broken streams, finish reasons. Non-streamed requests get one `chat.completion` JSON object,
+as OpenAI documents it; the fake tells a summary call from a title call by its request (the
+instructions in its system message, as OpenAI would see them) and records each in
+`summaries` / `titles`. Their answers are shaped by `WholeScript`s queued per kind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,6 +46,17 @@ class Script:
 
 
 @dataclass
+class WholeScript:
+    """The answer to one non-streamed request."""
+
+    text: str | None = None  # None: the default summary or title for the request
+    status: int = 200
+    delay: float = 0.0
+    finish_reason: str = "stop"
+    null_content: bool = False
+
+
+@dataclass
 class Seen:
     headers: dict[str, str]
     body: dict[str, Any]
@@ -48,6 +64,43 @@ class Seen:
     finished: bool = False
     finished_at: float | None = None
     closed_early_at: float | None = None
+    kind: str = "chat"  # "chat" (streamed turn), "summary", "title", or "other"
+
+    @property
+    def transcript(self) -> str:
+        """The last user message of the request (a summary call's previous summary and
+        transcript)."""
+        return next(m["content"] for m in reversed(self.body["messages"]) if m["role"] == "user")
+
+
+TOPIC = re.compile(r"topic-\d+")
+
+
+def kind_of(body: dict[str, Any]) -> str:
+    """What a request is, judged by what OpenAI receives: streamed or not, and the
+    instructions of its first (system) message."""
+    if body.get("stream") is True:
+        return "chat"
+    first = body["messages"][0]
+    instructions = first["content"] if first["role"] == "system" else ""
+    if "running summary" in instructions:
+        return "summary"
+    if "title for this conversation" in instructions:
+        return "title"
+    return "other"
+
+
+def default_whole_answer(kind: str, seen: Seen) -> str:
+    """A summary lists every `topic-N` word it was given, in order (so folding shows);
+    a title is the first words of the question, quoted, as models like to."""
+    text = seen.transcript
+    if kind == "summary":
+        topics = list(dict.fromkeys(TOPIC.findall(text)))
+        return "Summary: " + (" ".join(topics) if topics else f"{len(text.split())} words")
+    if kind == "title":
+        question = text.split("\n\n", 1)[0].removeprefix("User: ")
+        return '"' + " ".join(question.split()[:4]) + '"'
+    return "ok"
 
 
 def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -64,7 +117,21 @@ class FakeOpenAI(LoopbackFake):
     def __init__(self) -> None:
         super().__init__()
         self.scripts: deque[Script] = deque()
-        self.requests: list[Seen] = []
+        self.requests: list[Seen] = []  # streamed chat turns
+        self.whole_scripts: dict[str, deque[WholeScript]] = {}
+        self.whole_requests: list[Seen] = []  # non-streamed: summaries, titles
+
+    @property
+    def summaries(self) -> list[Seen]:
+        return [seen for seen in self.whole_requests if seen.kind == "summary"]
+
+    @property
+    def titles(self) -> list[Seen]:
+        return [seen for seen in self.whole_requests if seen.kind == "title"]
+
+    def queue_whole(self, kind: str, *scripts: WholeScript) -> None:
+        """Shape the next non-streamed answers of one kind ("summary" or "title")."""
+        self.whole_scripts.setdefault(kind, deque()).extend(scripts)
 
     @property
     def base_url(self) -> str:
@@ -76,16 +143,19 @@ class FakeOpenAI(LoopbackFake):
     def reset(self) -> None:
         self.scripts.clear()
         self.requests.clear()
+        self.whole_scripts.clear()
+        self.whole_requests.clear()
 
     async def _handle(self, request: Request) -> Reply:
         if request.method != "POST" or request.path != "/v1/chat/completions":
             return _error(404, "not_found", "Unknown endpoint")
+        body = json.loads(request.body)
+        kind = kind_of(body)
+        if kind != "chat":
+            return await self._whole(request, body, kind)
         script = self.scripts.popleft() if self.scripts else Script()
         if request.headers.get("authorization") != f"Bearer {API_KEY}":
-            presented = request.headers.get("authorization", "")[7:]
-            masked = presented[:3] + "*" * 8 + presented[-4:] if presented else ""
-            return _error(401, "invalid_api_key", f"Incorrect API key provided: {masked}.")
-        body = json.loads(request.body)
+            return _unauthorized(request)
         seen = Seen(request.headers, body, time.monotonic())
         self.requests.append(seen)
         if script.status != 200:
@@ -104,6 +174,24 @@ class FakeOpenAI(LoopbackFake):
                 w, script, pieces, body["model"], seen
             ),
         )
+
+    async def _whole(self, request: Request, body: dict[str, Any], kind: str) -> Reply:
+        """A non-streamed request: one JSON object, after the script's delay."""
+        queue = self.whole_scripts.get(kind)
+        script = queue.popleft() if queue else WholeScript()
+        if request.headers.get("authorization") != f"Bearer {API_KEY}":
+            return _unauthorized(request)
+        seen = Seen(request.headers, body, time.monotonic(), kind=kind)
+        self.whole_requests.append(seen)
+        await asyncio.sleep(script.delay)
+        seen.finished, seen.finished_at = True, time.monotonic()
+        if script.status != 200:
+            return _error(script.status, "server_error", "Fake failure")
+        text = None if script.null_content else (
+            script.text if script.text is not None else default_whole_answer(kind, seen))
+        prompt = sum(len(m["content"].split()) for m in body["messages"])
+        return Reply(200, {"content-type": "application/json"},
+                     _completion(body["model"], text, script.finish_reason, prompt))
 
     async def _stream(
         self, writer: asyncio.StreamWriter, s: Script, pieces: list[str], model: str, seen: Seen
@@ -173,6 +261,32 @@ async def _giant_line(writer: asyncio.StreamWriter, size: int) -> None:
         await write_chunk(writer, block)
     await asyncio.sleep(ENDLESS_FOR)
     raise drop()
+
+
+def _unauthorized(request: Request) -> Reply:
+    presented = request.headers.get("authorization", "")[7:]
+    masked = presented[:3] + "*" * 8 + presented[-4:] if presented else ""
+    return _error(401, "invalid_api_key", f"Incorrect API key provided: {masked}.")
+
+
+def _completion(model: str, text: str | None, finish_reason: str, prompt: int) -> bytes:
+    """A `chat.completion` object as OpenAI sends it for a non-streamed request."""
+    completion = len(text.split()) if text else 0
+    return json.dumps({
+        "id": "chatcmpl-fake-whole", "object": "chat.completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None,
+                        "annotations": []},
+            "logprobs": None, "finish_reason": finish_reason,
+        }],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion,
+                  "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                  "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}},
+        "service_tier": "default", "system_fingerprint": "fp_fake",
+    }).encode()
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
