@@ -1,0 +1,204 @@
+"""Rolling summaries and titles, made in the background after a turn has been answered.
+
+Nothing here is on the path to a first token: a turn hands its stored result to
+`ContextKeeper.after_turn`, which starts a task the service owns and returns at once. The
+summary is used from the next turn on; until it exists a turn goes out truncated. A summary
+call that fails, times out or returns nothing is logged (never with message text), counted,
+and tried again at the next eviction; it never fails a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from chatms.domain.budget import REPLY_PRIMING, message_tokens
+from chatms.domain.context import (
+    SUMMARY_HEADING,
+    ContextStrategy,
+    Summary,
+    clean_title,
+    plan_summary,
+    summary_prompt,
+    title_prompt,
+)
+from chatms.domain.errors import ChatError
+from chatms.domain.model import Chat, PendingTurn, Usage
+from chatms.service.ports import ContextStore, Lease, TokenCounter, WholeCompletionClient
+
+log = logging.getLogger("chatms.context")
+
+# Room kept in a summary call's window for its instructions and message framing.
+INSTRUCTION_ALLOWANCE = 200
+# Most evicted messages one summary call reads; the rest wait for the next one.
+MAX_FOLD_ITEMS = 200
+TITLE_MAX_TOKENS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class ContextPolicy:
+    strategy: ContextStrategy = ContextStrategy.SUMMARIZE
+    summary_model: str | None = None  # None: the chat's own model
+    summary_max_tokens: int = 512
+    summary_timeout: float = 60.0
+    titles: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContextReport:
+    """What one summary or title attempt tells observers: no text."""
+
+    kind: str  # "summary" or "title"
+    chat_id: str
+    outcome: str  # ok, error, timeout, empty, busy, stale
+    usage: Usage
+    seconds: float
+    error: str | None = None
+
+
+ContextObserver = Callable[[ContextReport], None]
+CounterFor = Callable[[str], TokenCounter]
+WindowFor = Callable[[str], int]
+
+
+class ContextKeeper:
+    """Owns the background summary and title tasks; shutdown waits for them or cancels them."""
+
+    def __init__(
+        self,
+        store: ContextStore,
+        llm: WholeCompletionClient,
+        counter_for: CounterFor,
+        window_for: WindowFor,
+        policy: ContextPolicy,
+        observers: tuple[ContextObserver, ...] = (),
+    ) -> None:
+        self.store = store
+        self.llm = llm
+        self.counter_for = counter_for
+        self.window_for = window_for
+        self.policy = policy
+        self.observers = observers
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._summarising: set[str] = set()  # chats this process is summarising now
+
+    @property
+    def summarizing(self) -> bool:
+        return self.policy.strategy is ContextStrategy.SUMMARIZE
+
+    def after_turn(self, chat: Chat, turn: PendingTurn, new_chat: bool, prompt_limit: int) -> None:
+        """Called once a turn is stored: start what it calls for, never wait for it."""
+        answer = turn.assistant
+        if self.policy.titles and new_chat and answer is not None and answer.content:
+            self._start(self._title(chat.id, chat.config.model, turn.user.content,
+                                    answer.content))
+        wanted = bool(turn.erased_seqs) or turn.summary_left_out
+        if self.summarizing and wanted and chat.id not in self._summarising:
+            target = max(16, min(self.policy.summary_max_tokens, prompt_limit // 4))
+            self._start(self._summary(chat.id, chat.config.model, target,
+                                      shorter=turn.summary_left_out))
+
+    def _start(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, grace: float) -> None:
+        """Let running jobs finish within `grace` seconds, then cancel the rest."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.info("cancelled %d summary or title jobs at shutdown", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _summary(self, chat_id: str, chat_model: str, target: int, shorter: bool) -> None:
+        started = time.perf_counter()
+        model = self.policy.summary_model or chat_model
+        claim = Lease(str(uuid.uuid4()), self.policy.summary_timeout + 10)
+        usage = Usage()
+        self._summarising.add(chat_id)
+        try:
+            if not await self.store.claim_summary(chat_id, claim):
+                self._report("summary", chat_id, "busy", usage, started)
+                return
+            try:
+                outcome, usage = await self._fold(chat_id, model, chat_model, target, shorter,
+                                                  claim)
+            finally:
+                await asyncio.shield(self.store.release_summary(chat_id, claim))
+            self._report("summary", chat_id, outcome, usage, started)
+        except Exception as exc:  # a background job: logged and counted, never a turn's failure
+            self._failed("summary", chat_id, exc, usage, started)
+        finally:
+            self._summarising.discard(chat_id)
+
+    async def _fold(
+        self, chat_id: str, model: str, chat_model: str, target: int, shorter: bool,
+        claim: Lease,
+    ) -> tuple[str, Usage]:
+        """One summary call and its conditional store; returns (outcome, usage)."""
+        previous, evicted = await self.store.summary_input(chat_id, MAX_FOLD_ITEMS)
+        room = self.window_for(model) - target - REPLY_PRIMING - INSTRUCTION_ALLOWANCE
+        plan = plan_summary(previous, evicted, max(room, 64), target, shorter)
+        if plan is None:
+            return "stale", Usage()  # another replica folded everything already
+        async with asyncio.timeout(self.policy.summary_timeout):
+            answer = await self.llm.complete_whole(model, summary_prompt(plan), plan.max_tokens)
+        usage = answer.usage or Usage()
+        text = answer.text.strip()
+        if not text:
+            return "empty", usage
+        counter = self.counter_for(chat_model)  # the summary is sent in the chat's prompts
+        tokens = message_tokens(await asyncio.to_thread(counter.count, SUMMARY_HEADING + text))
+        summary = Summary(text, plan.through_seq, tokens, plan.next_version, model)
+        if not await self.store.store_summary(chat_id, claim, summary, usage):
+            return "stale", usage
+        return "ok", usage
+
+    async def _title(self, chat_id: str, model: str, question: str, answer: str) -> None:
+        started = time.perf_counter()
+        usage = Usage()
+        try:
+            async with asyncio.timeout(self.policy.summary_timeout):
+                reply = await self.llm.complete_whole(
+                    model, title_prompt(question, answer), TITLE_MAX_TOKENS)
+            usage = reply.usage or Usage()
+            title = clean_title(reply.text)
+            if title is None:
+                self._report("title", chat_id, "empty", usage, started)
+                return
+            stored = await self.store.store_title(chat_id, title)
+            self._report("title", chat_id, "ok" if stored else "stale", usage, started)
+        except Exception as exc:  # a background job: logged and counted, never a turn's failure
+            self._failed("title", chat_id, exc, usage, started)
+
+    def _failed(
+        self, kind: str, chat_id: str, exc: Exception, usage: Usage, started: float
+    ) -> None:
+        # The class only: a driver's message may quote the text it was given.
+        outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
+        if isinstance(exc, ChatError | TimeoutError):
+            log.warning("%s of chat %s failed: %s", kind, chat_id, type(exc).__name__)
+        else:
+            log.error("%s job of chat %s crashed: %s", kind, chat_id, type(exc).__name__)
+        self._report(kind, chat_id, outcome, usage, started, type(exc).__name__)
+
+    def _report(
+        self, kind: str, chat_id: str, outcome: str, usage: Usage, started: float,
+        error: str | None = None,
+    ) -> None:
+        report = ContextReport(kind, chat_id, outcome, usage, time.perf_counter() - started,
+                               error)
+        for observe in self.observers:
+            try:
+                observe(report)
+            except Exception:
+                log.exception("context observer %r failed", observe)
