@@ -114,6 +114,27 @@ async def _stream(writer: asyncio.StreamWriter, shape: Shape, model: str, prompt
     await writer.drain()
 
 
+# A non-streamed call (a summary, a title) takes about as long as a short answer.
+WHOLE_SECONDS = 0.3
+WHOLE_TEXT = "A short summary of what was said so far, in a few plain sentences."
+
+
+async def _whole(writer: asyncio.StreamWriter, model: str) -> None:
+    """A `chat.completion` object, as OpenAI answers a request without `stream`."""
+    await asyncio.sleep(WHOLE_SECONDS)
+    words = len(WHOLE_TEXT.split())
+    reply = json.dumps({
+        "id": "chatcmpl-bench0002", "object": "chat.completion", "created": int(time.time()),
+        "model": model, "system_fingerprint": "fp_bench",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": WHOLE_TEXT},
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": words, "total_tokens": 100 + words},
+    }, separators=(",", ":")).encode()
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n%s" % (len(reply), reply))
+    await writer.drain()
+
+
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, bytes] | None:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -139,6 +160,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                 continue
             request = json.loads(body)
+            if request.get("stream") is not True:  # summaries and titles: one JSON object
+                await _whole(writer, str(request.get("model", "gpt")))
+                continue
             messages = request.get("messages") or [{}]
             last = str(messages[-1].get("content", ""))
             prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
