@@ -9,6 +9,7 @@ __all__ = (
     "ChatServiceBase",
     "ChatServiceStub",
     "ChatSummary",
+    "ContextSummary",
     "EndChatRequest",
     "EndChatResponse",
     "GetChatRequest",
@@ -51,6 +52,12 @@ class ChatRequest(betterproto2.Message):
     message, instead of the whole answer so far (the course's default).
     """
 
+    model: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    A new chat's model, one of the service's allowlist (MODELS); empty: the default (MODEL).
+    A continued chat keeps the model it was started with.
+    """
+
 
 default_message_pool.register_message("pb", "ChatRequest", ChatRequest)
 
@@ -78,7 +85,7 @@ class ChatSummary(betterproto2.Message):
 
     title: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
     """
-    the first user message, shortened
+    written by the model, else the first user message, shortened
     """
 
     message_count: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
@@ -95,6 +102,43 @@ class ChatSummary(betterproto2.Message):
 
 
 default_message_pool.register_message("pb", "ChatSummary", ChatSummary)
+
+
+@dataclass(eq=False, repr=False)
+class ContextSummary(betterproto2.Message):
+    """
+    The rolling summary of the messages that left the chat's context window.
+    """
+
+    version: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    1 for the first; each new one folds the previous one in
+    """
+
+    through_seq: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    the last message it covers (the watermark)
+    """
+
+    content: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    tokens: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    as sent upstream
+    """
+
+    model: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    the model that wrote it
+    """
+
+    created_at: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    RFC 3339
+    """
+
+
+default_message_pool.register_message("pb", "ContextSummary", ContextSummary)
 
 
 @dataclass(eq=False, repr=False)
@@ -136,6 +180,17 @@ class GetChatResponse(betterproto2.Message):
     messages: "list[StoredMessage]" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, repeated=True
     )
+
+    title: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    model: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+    summary: "ContextSummary | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    absent until one was made
+    """
 
 
 default_message_pool.register_message("pb", "GetChatResponse", GetChatResponse)
