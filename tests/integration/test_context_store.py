@@ -17,6 +17,8 @@ from chatms.domain.model import Chat, ChatConfig, Completion, Usage
 from chatms.service.ports import Lease
 from tests.support import new_user
 
+CONFIG = ChatConfig("m", 1.0, 1.0, 1024, (), 0.0, 0.0)
+
 BUDGET = TokenBudget(60, 10)  # small: every turn of ten-token messages evicts
 
 
@@ -36,7 +38,7 @@ def claim(seconds: float = 30) -> Lease:
 
 async def chat_with_turns(store: PostgresContextStore, turns: int) -> Chat:
     """A stored chat whose oldest messages were evicted by `turns` turns."""
-    chat = Chat.start(id=str(uuid.uuid4()), owner=new_user(), config=ChatConfig(model="m"),
+    chat = Chat.start(id=str(uuid.uuid4()), owner=new_user(), config=CONFIG,
                       system_prompt="sys", system_tokens=3)
     lease = claim()
     await store.create(chat, lease)

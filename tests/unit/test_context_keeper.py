@@ -12,6 +12,8 @@ from chatms.domain.model import Chat, ChatConfig, Completion, PendingTurn, Usage
 from chatms.service.context import ContextKeeper, ContextPolicy, ContextReport
 from chatms.service.ports import Lease, WholeAnswer
 
+CONFIG = ChatConfig("m", 1.0, 1.0, 1024, (), 0.0, 0.0)
+
 
 class WordCounter:
     def count(self, text: str) -> int:
@@ -75,7 +77,7 @@ def keeper(store, model, **policy) -> tuple[ContextKeeper, list[ContextReport]]:
 
 
 def evicting_turn() -> tuple[Chat, PendingTurn]:
-    chat = Chat.start(id="c", owner="u", config=ChatConfig(model="m"), system_prompt="s",
+    chat = Chat.start(id="c", owner="u", config=CONFIG, system_prompt="s",
                       system_tokens=1)
     budget = TokenBudget(60, 10)
     for i in range(3):
@@ -140,7 +142,7 @@ async def test_truncate_strategy_and_titles_off_call_nothing() -> None:
 async def test_a_title_is_cleaned_and_stored_after_the_first_exchange() -> None:
     store, model = MemoryContextStore([]), ScriptedModel('"Trip to Lisbon."')
     k, reports = keeper(store, model)
-    chat = Chat.start(id="c", owner="u", config=ChatConfig(model="m"), system_prompt="s",
+    chat = Chat.start(id="c", owner="u", config=CONFIG, system_prompt="s",
                       system_tokens=1)
     turn = chat.add_user_message("Plan a trip", 3, TokenBudget(1000, 10))
     chat.add_assistant_message(turn, "Sure", 1, Completion.COMPLETE, "stop", Usage())

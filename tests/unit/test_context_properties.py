@@ -16,6 +16,8 @@ from chatms.domain.context import (
 from chatms.domain.errors import MessageTooLarge
 from chatms.domain.model import Chat, ChatConfig, Completion, Message, Role, Usage
 
+CONFIG = ChatConfig("m", 1.0, 1.0, 1024, (), 0.0, 0.0)
+
 # One step of a conversation: a turn (user tokens, answer tokens, how it ended), or the
 # background summariser finishing (input limit of its call, tokens of the summary it wrote).
 turn_steps = st.tuples(
@@ -67,7 +69,7 @@ def test_context_is_system_summary_then_live_suffix_within_budget(
     """System first; then at most one summary; then live messages in order, none of them
     covered by the summary; all within the budget; the watermark never moves back."""
     budget = TokenBudget(window, reserve) if window - reserve - 3 > 0 else TokenBudget(window, 1)
-    chat = Chat.start(id="c", owner="o", config=ChatConfig(model="m"), system_prompt="s",
+    chat = Chat.start(id="c", owner="o", config=CONFIG, system_prompt="s",
                       system_tokens=system_tokens)
     history: list[Message] = []
     watermarks = [0]
