@@ -21,6 +21,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from starlette.routing import BaseRoute
 
+from chatms.adapters.context_store import PostgresContextStore
 from chatms.adapters.embedded_postgres import EmbeddedPostgres
 from chatms.adapters.openai import OpenAIClient, build_http_client
 from chatms.adapters.postgres import (
@@ -29,7 +30,7 @@ from chatms.adapters.postgres import (
     migrate,
     pending_migrations,
 )
-from chatms.adapters.tokenizer import load_counter
+from chatms.adapters.tokenizer import load_counters
 from chatms.adapters.twilio import TwilioSender, build_twilio_http
 from chatms.adapters.whatsapp_store import PostgresWhatsAppStore
 from chatms.config import DatabaseSettings, Settings
@@ -42,7 +43,7 @@ from chatms.entrypoints.http_chat import chat_routes, json_errors
 from chatms.entrypoints.reflection import with_reflection
 from chatms.entrypoints.web import web_routes
 from chatms.entrypoints.whatsapp import TwilioWebhook, whatsapp_routes
-from chatms.observability.logs import log_turn
+from chatms.observability.logs import log_context, log_turn
 from chatms.observability.metrics import Metrics
 from chatms.service.chats import ChatService
 from chatms.service.ports import ChatRepository
@@ -109,19 +110,23 @@ class App:
             # Printed once, to the terminal only: the operator needs it to call us.
             print(f"AUTH_TOKEN is not set; this run's token is: {token}", file=sys.stderr)
         repo = self.repository
-        postgres: PostgresChatRepository | None = None
+        postgres: PostgresContextStore | None = None
         if repo is None:
             url, self.embedded = await connect_database(s.database)
             self.pool = await create_pool(url, s.database, on_query=self.metrics.observe_query)
             await migrate(self.pool)
-            repo = postgres = PostgresChatRepository(self.pool, s.database)
-        counter = await asyncio.to_thread(
-            load_counter, s.model.model, offline=s.model.tiktoken_offline
+            repo = postgres = PostgresContextStore(self.pool, s.database)
+        counters = await asyncio.to_thread(
+            load_counters, s.model.windows, s.model.model, offline=s.model.tiktoken_offline
         )
         self.http = build_http_client(s.upstream)
+        llm = OpenAIClient(self.http, s.upstream)
         self.chats = ChatService(
-            repo, OpenAIClient(self.http, s.upstream), counter, s.model, s.turns,
+            repo, llm, counters.default, s.model, s.turns,
             observers=(self.metrics.observe_turn, log_turn),
+            # The benchmark's in-memory run (no PostgreSQL) keeps no summaries or titles.
+            counters=counters.for_model, context=s.context, context_store=postgres,
+            context_llm=llm, context_observers=(self.metrics.observe_context, log_context),
         )
         self.metrics.watch_streams(self.chats.streaming)
         ready = readiness(self.chats, self.pool, postgres)

@@ -144,7 +144,3 @@ def load_counters(
         counters[model] = encodings[name]
     return ModelCounters(counters, default)
 
-
-def load_counter(model: str, *, timeout: float = 10.0, offline: bool = False) -> TiktokenCounter:
-    """The counter for `model`'s encoding alone."""
-    return load_counters([model], model, timeout=timeout, offline=offline).default

@@ -14,6 +14,7 @@ from typing import Any
 
 from chatms.config.reading import ConfigError, Env, read_section, variables
 from chatms.config.sections import (
+    ContextSettings,
     DatabaseSettings,
     LogSettings,
     ModelSettings,
@@ -35,6 +36,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
     whatsapp: WhatsAppSettings = field(default_factory=WhatsAppSettings)
+    context: ContextSettings = field(default_factory=ContextSettings)
 
     def _sections(self) -> list[Any]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -82,6 +84,7 @@ def load_dotenv_file(path: str = ".env") -> None:
 
 __all__ = [
     "ConfigError",
+    "ContextSettings",
     "DatabaseSettings",
     "LogSettings",
     "ModelSettings",

@@ -50,6 +50,10 @@ class ModelSettings:
     # 0: ANSWER_CHARS_PER_TOKEN characters per token of the chat's max_tokens.
     max_answer_chars: int = integer("MAX_ANSWER_CHARS", 0, 0, 1_000_000_000)
     tiktoken_offline: bool = flag("TIKTOKEN_OFFLINE", False)
+    # Models a new chat may name besides MODEL: `name` (from the table) or `name=window`.
+    models: tuple[str, ...] = words("MODELS", 32, "models")
+    # Worked out by `checked`: each other model with its context window.
+    other_windows: tuple[tuple[str, int], ...] = ()
 
     def checked(self) -> ModelSettings:
         """The settings with the window and reply size worked out; ConfigError if they clash."""
@@ -72,7 +76,13 @@ class ModelSettings:
             raise ConfigError(
                 f"MAX_TOKENS={max_tokens} with MODEL_MAX_TOKENS={window}: {exc}"
             ) from None
-        return replace(self, context_window=window, max_tokens=max_tokens)
+        return replace(self, context_window=window, max_tokens=max_tokens,
+                       other_windows=_model_windows(self.models, self.model))
+
+    @property
+    def windows(self) -> dict[str, int]:
+        """Every model a chat may use (MODEL first) with its context window."""
+        return {self.model: self.context_window, **dict(self.other_windows)}
 
     @property
     def chat_defaults(self) -> ChatConfig:
@@ -93,6 +103,37 @@ class ModelSettings:
     def answer_limit(self, max_tokens: int) -> int:
         """Most characters kept of one answer asked for `max_tokens` tokens."""
         return self.max_answer_chars or max_tokens * ANSWER_CHARS_PER_TOKEN
+
+
+def _model_windows(models: tuple[str, ...], default: str) -> tuple[tuple[str, int], ...]:
+    found: dict[str, int] = {}
+    for entry in (m.strip() for m in models):
+        name, _, raw = entry.rpartition("=") if "=" in entry else (entry, "", "")
+        name = name.strip()
+        if raw:
+            if not raw.strip().isdigit() or int(raw) < 64:
+                raise ConfigError(f"MODELS: the window of {name!r} is not a whole number >= 64")
+            window: int | None = int(raw)
+        else:
+            window = known_context_window(name)
+        if window is None:
+            raise ConfigError(
+                f"MODELS: the context window of {name!r} is unknown: write it as {name}=<tokens>"
+            )
+        if name and name != default:
+            found[name] = window
+    return tuple(found.items())
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSettings:
+    """What a chat keeps of the messages that left its window, and titles."""
+
+    strategy: str = choice("CONTEXT_STRATEGY", "summarize", ("summarize", "truncate"))
+    summary_model: str | None = optional("SUMMARY_MODEL")  # unset: the chat's own model
+    summary_max_tokens: int = integer("SUMMARY_MAX_TOKENS", 512, 16, 16_384)
+    summary_timeout: float = number("SUMMARY_TIMEOUT_SECONDS", 60.0, 1, 3600)
+    titles: bool = flag("TITLES_ENABLED", True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 # Sent upstream before the summary text, as part of one system message.
 SUMMARY_HEADING = (
@@ -41,11 +40,6 @@ TITLE_WRAPPERS = "\"'`*# \u201c\u201d\u2018\u2019\u00ab\u00bb"
 # A message too long to fold whole is cut to this many characters (the summary only needs
 # its gist, and the summary call must fit its own window).
 FOLD_MAX_CHARS = 4000
-
-
-class ContextStrategy(StrEnum):
-    SUMMARIZE = "summarize"
-    TRUNCATE = "truncate"
 
 
 @dataclass(frozen=True, slots=True)

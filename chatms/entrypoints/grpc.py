@@ -52,7 +52,8 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
     async def chat_stream(self, message: ChatRequest) -> AsyncIterator[ChatResponse | bytes]:
         user_id = message.user_id
         try:
-            async with self.chats.turn(user_id, message.chat_id, message.user_message, "grpc") as t:
+            async with self.chats.turn(user_id, message.chat_id, message.user_message, "grpc",
+                                       message.model or None) as t:
                 # Pre-encoded ChatResponse bytes (see GuardedProtoCodec.encode).
                 encode = ChatResponseEncoder(t.chat_id, user_id).encode
                 sent = False
@@ -104,9 +105,17 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]
             chat = await self.chats.chat(message.user_id, message.chat_id)
         except errors.ChatError as exc:
             raise grpc_error(exc) from None
+        summary = chat.summary
         return pb.GetChatResponse(
             chat_id=chat.id,
             status=chat.status,
+            title=chat.title or "",
+            model=chat.model,
+            summary=pb.ContextSummary(
+                version=summary.version, through_seq=summary.through_seq,
+                content=summary.content, tokens=summary.tokens, model=summary.model,
+                created_at=_rfc3339(summary.created_at),
+            ) if summary is not None else None,
             messages=[
                 pb.StoredMessage(
                     seq=m.seq, role=m.role, content=m.content, tokens=m.tokens,

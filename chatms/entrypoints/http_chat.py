@@ -93,9 +93,11 @@ class TurnExchange:
     """
 
     def __init__(
-        self, chats: ChatService, user_id: str, chat_id: str | None, text: str, sse: bool
+        self, chats: ChatService, user_id: str, chat_id: str | None, text: str, sse: bool,
+        model: str | None = None,
     ) -> None:
         self.chats = chats
+        self.model = model
         self.user_id = user_id
         self.chat_id = chat_id
         self.text = text
@@ -126,7 +128,8 @@ class TurnExchange:
                 await self._send_json(send, status, error_body(code, str(exc)))
 
     async def _turn(self, send: Send) -> None:
-        async with self.chats.turn(self.user_id, self.chat_id, self.text, "http") as turn:
+        async with self.chats.turn(self.user_id, self.chat_id, self.text, "http",
+                                   self.model) as turn:
             deltas = aiter(turn)
             if self.sse:
                 # Wait for the first delta before the headers, so that upstream failures
@@ -246,11 +249,13 @@ class HttpChat:
         user_id = _text_field(data, "user_id")
         text = _text_field(data, "user_message")
         chat_id = _text_field(data, "chat_id", required=False)
+        model = _text_field(data, "model", required=False)
         assert user_id is not None and text is not None
         # Checked here too, so bad input is refused before the exchange starts.
-        self.chats.validate(user_id, chat_id, text)
+        self.chats.validate(user_id, chat_id, text, model)
         sse = "text/event-stream" in request.headers.get("accept", "")
-        return TurnExchange(self.chats, user_id, chat_id, text, sse)  # type: ignore[return-value]
+        return TurnExchange(  # type: ignore[return-value]
+            self.chats, user_id, chat_id, text, sse, model or None)
 
     async def list_chats(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -279,9 +284,16 @@ class HttpChat:
         chat = await self.chats.chat(
             request.query_params.get("user_id", ""), request.path_params["chat_id"]
         )
+        summary = chat.summary
         return JSONResponse({
             "chat_id": chat.id,
             "status": chat.status,
+            "title": chat.title,
+            "model": chat.model,
+            "summary": None if summary is None else {
+                "version": summary.version, "through_seq": summary.through_seq,
+                "content": summary.content, "tokens": summary.tokens, "model": summary.model,
+                "created_at": _stamp(summary.created_at)},
             "messages": [
                 {"seq": m.seq, "role": m.role, "content": m.content, "tokens": m.tokens,
                  "erased": m.erased, "completion": m.completion,

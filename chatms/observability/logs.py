@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from chatms.service.reports import TurnReport
+from chatms.service.reports import ContextReport, TurnReport
 
 turn_log = logging.getLogger("chatms.turn")
 
@@ -111,3 +111,21 @@ def log_turn(report: TurnReport) -> None:
     }
     level = logging.INFO if report.outcome == "ok" else logging.WARNING
     turn_log.log(level, "turn %s", report.outcome, extra={"fields": fields})
+
+
+context_log = logging.getLogger("chatms.context")
+
+
+def log_context(report: ContextReport) -> None:
+    """The summary and title observer: one line per job, never any text of the chat."""
+    fields = {
+        "event": report.kind,
+        "chat_id": report.chat_id,
+        "outcome": report.outcome,
+        "error": report.error,
+        "prompt_tokens": report.usage.prompt_tokens,
+        "completion_tokens": report.usage.completion_tokens,
+        "duration_ms": round(report.seconds * 1000, 1),
+    }
+    level = logging.INFO if report.outcome in ("ok", "busy", "stale") else logging.WARNING
+    context_log.log(level, "%s %s", report.kind, report.outcome, extra={"fields": fields})

@@ -15,7 +15,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from chatms.domain import errors
-from chatms.service.reports import TurnReport
+from chatms.service.reports import ContextReport, TurnReport
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -93,6 +93,17 @@ class Metrics:
         )
         for reason in ("refused", "deadline"):  # shown at 0 before the first failure
             self.whatsapp_undelivered.labels(reason)
+        self.summaries = Counter(
+            "chatms_summaries", "Rolling summary attempts, by outcome (ok, error, timeout,"
+            " empty, busy, stale)", ["outcome"], registry=r,
+        )
+        self.summary_tokens = Counter(
+            "chatms_summary_tokens", "Tokens spent on summaries and titles, as the upstream"
+            " reported them", ["kind", "direction"], registry=r,
+        )
+        self.titles = Counter(
+            "chatms_titles", "Title attempts, by outcome", ["outcome"], registry=r,
+        )
         self._streams = _StreamsInFlight()
         r.register(self._streams)
 
@@ -120,6 +131,16 @@ class Metrics:
     def observe_undelivered(self, reason: str) -> None:
         """Called by the WhatsApp worker when it gives up on an answer."""
         self.whatsapp_undelivered.labels(reason).inc()
+
+    def observe_context(self, report: ContextReport) -> None:
+        """The summary and title observer: called once per job."""
+        (self.summaries if report.kind == "summary" else self.titles).labels(
+            report.outcome).inc()
+        if report.usage.prompt_tokens:
+            self.summary_tokens.labels(report.kind, "prompt").inc(report.usage.prompt_tokens)
+        if report.usage.completion_tokens:
+            self.summary_tokens.labels(report.kind, "completion").inc(
+                report.usage.completion_tokens)
 
     def observe_query(self, query: str, elapsed: float, failed: bool) -> None:
         """Called by the database adapter after each statement."""

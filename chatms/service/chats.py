@@ -7,19 +7,23 @@ about ownership, budgets, partial answers and persistence live here once.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
-from chatms.config import ModelSettings, TurnSettings
+from chatms.config import ContextSettings, ModelSettings, TurnSettings
 from chatms.domain.errors import InvalidInput
+from chatms.service.context import ContextKeeper
 from chatms.service.lifecycle import Background, TurnGate
 from chatms.service.ports import (
     ChatDetail,
     ChatPage,
     ChatRepository,
     CompletionClient,
+    ContextStore,
     StoredMessage,
     TokenCounter,
+    WholeCompletionClient,
 )
-from chatms.service.reports import REQUEST_ID, TurnObserver, TurnReport
+from chatms.service.reports import REQUEST_ID, ContextObserver, TurnObserver, TurnReport
 from chatms.service.rules import ChatRules, parse_chat_id
 from chatms.service.turn import Turn, TurnKit, TurnResult
 
@@ -41,21 +45,41 @@ class ChatService:
         model: ModelSettings,
         limits: TurnSettings,
         observers: tuple[TurnObserver, ...] = (),
+        *,
+        counters: Callable[[str], TokenCounter] | None = None,
+        context: ContextSettings | None = None,
+        context_store: ContextStore | None = None,
+        context_llm: WholeCompletionClient | None = None,
+        context_observers: tuple[ContextObserver, ...] = (),
     ) -> None:
         self.repo = repo
-        self.rules = ChatRules(model, limits, counter)
+        self.rules = ChatRules(model, limits, counter, counters)
         self.gate = TurnGate()
         self.background = Background()
-        self.kit = TurnKit(repo, llm, self.rules, limits, self.gate, self.background, observers)
+        # Summaries and titles need somewhere to keep them and a non-streamed upstream call.
+        self.context = None
+        if context is not None and context_store is not None and context_llm is not None:
+            self.context = ContextKeeper(
+                context_store, context_llm, self.rules.counter_for, self.rules.window_for,
+                context, context_observers,
+            )
+        self.kit = TurnKit(repo, llm, self.rules, limits, self.gate, self.background, observers,
+                           self.context)
 
-    def turn(self, user_id: str, chat_id: str | None, text: str, transport: str) -> Turn:
-        """A turn of a chat (a new one when `chat_id` is None): `async with` it, then iterate
-        its text deltas; `transport` names the door in metrics and logs."""
-        return Turn(self.kit, user_id, chat_id, text, transport)
+    def turn(
+        self, user_id: str, chat_id: str | None, text: str, transport: str,
+        model: str | None = None,
+    ) -> Turn:
+        """A turn of a chat (a new one when `chat_id` is None, with `model` if it names one):
+        `async with` it, then iterate its text deltas; `transport` names the door in metrics
+        and logs."""
+        return Turn(self.kit, user_id, chat_id, text, transport, model)
 
-    def validate(self, user_id: str, chat_id: str | None, text: str) -> str | None:
+    def validate(
+        self, user_id: str, chat_id: str | None, text: str, model: str | None = None
+    ) -> str | None:
         """Check a turn's input before any I/O; returns the canonical chat id."""
-        return self.rules.validate(user_id, chat_id, text)
+        return self.rules.validate(user_id, chat_id, text, model)
 
     async def history(self, user_id: str, chat_id: str) -> list[StoredMessage]:
         return (await self.chat(user_id, chat_id)).messages
@@ -97,8 +121,11 @@ class ChatService:
         return await self.gate.wait_idle(grace)
 
     async def drain(self, grace: float) -> None:
-        """Wait up to `grace` seconds for finished turns to store their results."""
+        """Wait up to `grace` seconds for finished turns to store their results, and for
+        summaries and titles in progress; cancel what is left then."""
         await self.background.drain(grace)
+        if self.context is not None:
+            await self.context.close(grace)
 
 
 __all__ = [

@@ -14,13 +14,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
+from chatms.config import ContextSettings
 from chatms.domain.budget import REPLY_PRIMING, message_tokens
 from chatms.domain.context import (
     SUMMARY_HEADING,
-    ContextStrategy,
     Summary,
     clean_title,
     plan_summary,
@@ -30,6 +29,7 @@ from chatms.domain.context import (
 from chatms.domain.errors import ChatError
 from chatms.domain.model import Chat, PendingTurn, Usage
 from chatms.service.ports import ContextStore, Lease, TokenCounter, WholeCompletionClient
+from chatms.service.reports import ContextObserver, ContextReport
 
 log = logging.getLogger("chatms.context")
 
@@ -40,28 +40,6 @@ MAX_FOLD_ITEMS = 200
 TITLE_MAX_TOKENS = 24
 
 
-@dataclass(frozen=True, slots=True)
-class ContextPolicy:
-    strategy: ContextStrategy = ContextStrategy.SUMMARIZE
-    summary_model: str | None = None  # None: the chat's own model
-    summary_max_tokens: int = 512
-    summary_timeout: float = 60.0
-    titles: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class ContextReport:
-    """What one summary or title attempt tells observers: no text."""
-
-    kind: str  # "summary" or "title"
-    chat_id: str
-    outcome: str  # ok, error, timeout, empty, busy, stale
-    usage: Usage
-    seconds: float
-    error: str | None = None
-
-
-ContextObserver = Callable[[ContextReport], None]
 CounterFor = Callable[[str], TokenCounter]
 WindowFor = Callable[[str], int]
 
@@ -75,7 +53,7 @@ class ContextKeeper:
         llm: WholeCompletionClient,
         counter_for: CounterFor,
         window_for: WindowFor,
-        policy: ContextPolicy,
+        policy: ContextSettings,
         observers: tuple[ContextObserver, ...] = (),
     ) -> None:
         self.store = store
@@ -89,7 +67,7 @@ class ContextKeeper:
 
     @property
     def summarizing(self) -> bool:
-        return self.policy.strategy is ContextStrategy.SUMMARIZE
+        return self.policy.strategy == "summarize"
 
     def after_turn(self, chat: Chat, turn: PendingTurn, new_chat: bool, prompt_limit: int) -> None:
         """Called once a turn is stored: start what it calls for, never wait for it."""

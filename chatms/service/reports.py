@@ -1,4 +1,5 @@
-"""What a finished turn tells its observers (metrics, logs), and the request id it carries."""
+"""What a finished turn, summary or title tells its observers (metrics, logs), and the
+request id a turn carries."""
 
 from __future__ import annotations
 
@@ -34,3 +35,18 @@ class TurnReport:
 
 # Called once per turn when it ends; an observer that raises is logged and skipped.
 TurnObserver = Callable[[TurnReport], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextReport:
+    """One summary or title attempt, for observers: no text of the chat."""
+
+    kind: str  # "summary" or "title"
+    chat_id: str
+    outcome: str  # ok, error, timeout, empty, busy (claimed elsewhere), stale (overtaken)
+    usage: Usage
+    seconds: float
+    error: str | None = None
+
+
+ContextObserver = Callable[[ContextReport], None]

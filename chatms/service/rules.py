@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 
 from chatms.config import ModelSettings, TurnSettings
 from chatms.domain.budget import TokenBudget, known_context_window
@@ -37,16 +39,42 @@ def parse_chat_id(chat_id: str) -> str:
 
 
 class ChatRules:
-    def __init__(self, model: ModelSettings, limits: TurnSettings, counter: TokenCounter) -> None:
+    def __init__(
+        self,
+        model: ModelSettings,
+        limits: TurnSettings,
+        counter: TokenCounter,
+        counters: Callable[[str], TokenCounter] | None = None,
+    ) -> None:
         self.model = model
         self.limits = limits
-        self.counter = counter
+        self.counter = counter  # the default model's
+        self.counters = counters
         self.budget = model.budget
-        self.system_tokens = counter.count(model.system_prompt)
+        self.windows = model.windows
+        self._system_tokens = {model.model: counter.count(model.system_prompt)}
 
-    def validate(self, user_id: str, chat_id: str | None, text: str) -> str | None:
+    def counter_for(self, model: str) -> TokenCounter:
+        """The token counter of a model's own encoding."""
+        return self.counters(model) if self.counters is not None else self.counter
+
+    def window_for(self, model: str) -> int:
+        """A model's context window: as configured, else from the table, else the default's."""
+        return self.windows.get(model) or known_context_window(model) or self.budget.context_window
+
+    def check_model(self, model: str | None) -> None:
+        """A model a request names must be one a chat may use (MODEL or MODELS)."""
+        if model and model not in self.windows:
+            raise InvalidInput(
+                f"model {model[:100]!r} is not offered here; use one of: {', '.join(self.windows)}"
+            )
+
+    def validate(
+        self, user_id: str, chat_id: str | None, text: str, model: str | None = None
+    ) -> str | None:
         """Check a turn's input before any I/O; returns the canonical chat id."""
         self.check_user(user_id)
+        self.check_model(model)
         storable("user_message", text)
         if not text or not text.strip():
             raise InvalidInput("user_message must not be empty")
@@ -65,11 +93,13 @@ class ChatRules:
             raise PayloadTooLarge(f"user_id is longer than {limit} characters")
         storable("user_id", user_id)
 
-    async def count(self, text: str) -> int:
-        """Tokens of `text`; a long text takes milliseconds, so it is counted off the loop."""
+    async def count(self, text: str, model: str) -> int:
+        """Tokens of `text` in `model`'s encoding; a long text takes milliseconds, so it is
+        counted off the loop."""
+        counter = self.counter_for(model)
         if len(text) > LONG_TEXT:
-            return await asyncio.to_thread(self.counter.count, text)
-        return self.counter.count(text)
+            return await asyncio.to_thread(counter.count, text)
+        return counter.count(text)
 
     def answer_limit(self, chat: Chat) -> int:
         """Most characters of one answer kept in `chat` (MAX_ANSWER_CHARS)."""
@@ -83,16 +113,23 @@ class ChatRules:
         """
         if reported is not None and reported.completion_tokens <= chat.config.max_tokens:
             return reported.completion_tokens
-        return await self.count(content) if content else 0
+        return await self.count(content, chat.config.model) if content else 0
 
-    def new_chat(self, owner: str) -> Chat:
-        """A chat with the default settings and system message (not stored yet)."""
+    def new_chat(self, owner: str, model: str | None = None) -> Chat:
+        """A chat with the default settings (and `model`, if named) and the system message,
+        not stored yet."""
+        config = self.model.chat_defaults
+        if model and model != config.model:
+            config = replace(config, model=model)
+        if config.model not in self._system_tokens:
+            self._system_tokens[config.model] = self.counter_for(config.model).count(
+                self.model.system_prompt)
         return Chat.start(
             id=str(uuid.uuid4()),
             owner=owner,
-            config=self.model.chat_defaults,
+            config=config,
             system_prompt=self.model.system_prompt,
-            system_tokens=self.system_tokens,
+            system_tokens=self._system_tokens[config.model],
         )
 
     def budget_for(self, chat: Chat) -> TokenBudget:
@@ -103,7 +140,7 @@ class ChatRules:
             return self.budget
         window = self.budget.context_window
         if not same_model:
-            window = known_context_window(config.model) or window
+            window = self.window_for(config.model)
         try:
             return TokenBudget(window, config.max_tokens)
         except ValueError:  # a stored reply size the window cannot hold any more

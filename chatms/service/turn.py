@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from chatms.config import TurnSettings
-from chatms.domain.errors import ChatError, UpstreamTimeout
+from chatms.domain.errors import ChatError, InvalidInput, UpstreamTimeout
 from chatms.domain.model import Chat, Completion, PendingTurn, Usage
 from chatms.service.answer import AnswerStream
+from chatms.service.context import ContextKeeper
 from chatms.service.lease import LeaseKeeper
 from chatms.service.lifecycle import Background, TurnGate
 from chatms.service.ports import ChatRepository, CompletionClient
@@ -47,6 +48,7 @@ class TurnKit:
     gate: TurnGate
     background: Background
     observers: tuple[TurnObserver, ...] = ()
+    context: ContextKeeper | None = None  # summaries and titles, after the answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +83,11 @@ class Turn:
     """
 
     def __init__(
-        self, kit: TurnKit, user_id: str, chat_id: str | None, text: str, transport: str
+        self, kit: TurnKit, user_id: str, chat_id: str | None, text: str, transport: str,
+        model: str | None = None,
     ) -> None:
         self.kit = kit
+        self.model = model  # a new chat's model, when the request names one
         self.user_id = user_id
         self.chat_id = ""  # known once entered
         self.text = text
@@ -101,9 +105,8 @@ class Turn:
         self.report.started = time.perf_counter()
         self._deadline = time.monotonic() + kit.limits.turn_timeout
         kit.gate.check_open()
-        chat_id = kit.rules.validate(self.user_id, self.requested_chat_id, self.text)
-        tokens = await kit.rules.count(self.text)
-        chat, pending = await self._open(chat_id, tokens)
+        chat_id = kit.rules.validate(self.user_id, self.requested_chat_id, self.text, self.model)
+        chat, pending = await self._open(chat_id)
         self._store = TurnStore(
             kit.repo, kit.background, chat, pending, self.lease.lease, self.new_chat,
             kit.limits.store_retry_seconds,
@@ -113,15 +116,24 @@ class Turn:
         kit.gate.started(self.report.transport)
         return self
 
-    async def _open(self, chat_id: str | None, tokens: int) -> tuple[Chat, PendingTurn]:
-        """The chat (leased, or new and not yet stored) with the user's message added."""
+    async def _open(self, chat_id: str | None) -> tuple[Chat, PendingTurn]:
+        """The chat (leased, or new and not yet stored) with the user's message added,
+        counted in the encoding of the chat's model."""
         rules = self.kit.rules
         if chat_id is None:
             # A new chat's row is inserted once the first delta is on its way, never before.
-            chat = rules.new_chat(self.user_id)
-            return chat, chat.add_user_message(self.text, tokens, rules.budget)
+            chat = rules.new_chat(self.user_id, self.model)
+            tokens = await rules.count(self.text, chat.config.model)
+            return chat, chat.add_user_message(self.text, tokens, rules.budget_for(chat))
         chat = await self.lease.acquire(chat_id, self.user_id)
         try:
+            if self.model and self.model != chat.config.model:
+                raise InvalidInput(
+                    f"this chat keeps the model it was started with ({chat.config.model})"
+                )
+            if self.kit.context is None or not self.kit.context.summarizing:
+                chat.summary = None  # CONTEXT_STRATEGY=truncate: what left is forgotten
+            tokens = await rules.count(self.text, chat.config.model)
             return chat, chat.add_user_message(self.text, tokens, rules.budget_for(chat))
         except BaseException:
             await self.lease.release(chat.id)
@@ -208,6 +220,10 @@ class Turn:
                 turn_store.pending, content, answer_tokens, completion, finish_reason, usage
             )
             await turn_store.store()
+            if self.kit.context is not None:  # started, never awaited: off the answer's path
+                chat = turn_store.chat
+                self.kit.context.after_turn(chat, turn_store.pending, self.new_chat,
+                                            self.kit.rules.budget_for(chat).prompt_limit)
 
     def _finish_report(self, completion: Completion, exc: BaseException | None) -> None:
         report, answer = self.report, self._answer

@@ -51,3 +51,22 @@ def test_the_answer_limit_follows_max_tokens_unless_set() -> None:
     assert (model.answer_limit(1000), model.answer_limit(10)) == (32_000, 320)
     fixed = load_settings({"MAX_ANSWER_CHARS": "5000"}).model
     assert fixed.answer_limit(1000) == fixed.answer_limit(10) == 5000
+
+
+def test_models_allowlist_with_known_and_given_windows() -> None:
+    """MODELS names the other models a chat may use; MODEL is always allowed."""
+    s = load_settings({"MODELS": "gpt-4, llama3:8b=8192, gpt-4o-mini"})
+    assert s.model.windows == {"gpt-4o-mini": 128_000, "gpt-4": 8_192, "llama3:8b": 8_192}
+    with pytest.raises(ConfigError, match=r"MODELS.*llama3"):
+        load_settings({"MODELS": "llama3"})
+    assert load_settings({}).model.windows == {"gpt-4o-mini": 128_000}
+
+
+def test_context_settings() -> None:
+    """Summaries and titles are on by default; each setting is checked."""
+    s = load_settings({}).context
+    assert (s.strategy, s.titles, s.summary_max_tokens, s.summary_model) == (
+        "summarize", True, 512, None)
+    assert load_settings({"CONTEXT_STRATEGY": "Truncate"}).context.strategy == "truncate"
+    with pytest.raises(ConfigError, match="CONTEXT_STRATEGY"):
+        load_settings({"CONTEXT_STRATEGY": "forget"})

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from chatms.config import ContextSettings
 from chatms.domain.budget import TokenBudget
 from chatms.domain.context import SUMMARY_HEADING, FoldItem, Summary
 from chatms.domain.errors import UpstreamUnavailable
 from chatms.domain.model import Chat, ChatConfig, Completion, PendingTurn, Usage
-from chatms.service.context import ContextKeeper, ContextPolicy, ContextReport
+from chatms.service.context import ContextKeeper
 from chatms.service.ports import Lease, WholeAnswer
+from chatms.service.reports import ContextReport
 
 CONFIG = ChatConfig("m", 1.0, 1.0, 1024, (), 0.0, 0.0)
 
@@ -73,7 +75,7 @@ class ScriptedModel:
 def keeper(store, model, **policy) -> tuple[ContextKeeper, list[ContextReport]]:
     reports: list[ContextReport] = []
     return ContextKeeper(store, model, lambda m: WordCounter(), lambda m: 4000,
-                         ContextPolicy(**policy), observers=(reports.append,)), reports
+                         ContextSettings(**policy), observers=(reports.append,)), reports
 
 
 def evicting_turn() -> tuple[Chat, PendingTurn]:
