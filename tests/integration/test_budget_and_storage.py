@@ -23,7 +23,7 @@ async def test_small_window_erases_oldest_and_keeps_system(
     start_app, fake_openai: FakeOpenAI, database_url: str
 ) -> None:
     """With a small window the oldest messages are flagged erased, never the system message."""
-    app = await start_app(MODEL_MAX_TOKENS="120", MAX_TOKENS="20",
+    app = await start_app(MODEL_MAX_TOKENS="120", MAX_TOKENS="20", CONTEXT_STRATEGY="truncate",
                           INITIAL_CHAT_MESSAGE="You are terse.")
     user = new_user()
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
