@@ -143,9 +143,12 @@ def test_two_replicas_never_summarise_one_chat_at_once(
     b = serve(TITLES_ENABLED="false", **SMALL_WINDOW)
     fake_openai.queue_whole("summary", *[WholeScript(delay=0.8) for _ in range(40)])
     user, chat_id = new_user(), None
-    for i in range(1, 17):
+    for i in range(1, 17):  # faster than a summary: the replicas contend for the claim
         chat_id = topic_turn((a, b)[i % 2].grpc_target, user, i, chat_id)
     assert chat_id is not None
+    for i in range(17, 21):  # then one turn per summary
+        settle(fake_openai, database_url, chat_id)
+        chat_id = topic_turn((a, b)[i % 2].grpc_target, user, i, chat_id)
     settle(fake_openai, database_url, chat_id)
     spans = sorted((s.at, s.finished_at or 0.0) for s in fake_openai.summaries)
     assert len(spans) >= 2
