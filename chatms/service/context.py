@@ -163,9 +163,7 @@ class ContextKeeper:
     ) -> None:
         # The class only: a driver's message may quote the text it was given.
         outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
-        if isinstance(exc, ChatError | TimeoutError):
-            log.warning("%s of chat %s failed: %s", kind, chat_id, type(exc).__name__)
-        else:
+        if not isinstance(exc, ChatError | TimeoutError):  # expected ones: the report's line
             log.error("%s job of chat %s crashed: %s", kind, chat_id, type(exc).__name__)
         self._report(kind, chat_id, outcome, usage, started, type(exc).__name__)
 
