@@ -6,6 +6,7 @@ about ownership, budgets, partial answers and persistence live here once.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 
@@ -123,9 +124,11 @@ class ChatService:
     async def drain(self, grace: float) -> None:
         """Wait up to `grace` seconds for finished turns to store their results, and for
         summaries and titles in progress; cancel what is left then."""
-        await self.background.drain(grace)
-        if self.context is not None:
-            await self.context.close(grace)
+        if self.context is None:
+            await self.background.drain(grace)
+            return
+        # One grace for both: shutdown waits no longer than it says.
+        await asyncio.gather(self.background.drain(grace), self.context.close(grace))
 
 
 __all__ = [
