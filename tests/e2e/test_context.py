@@ -9,7 +9,6 @@ from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
-import asyncpg
 import grpc
 import httpx
 import pytest
@@ -17,21 +16,14 @@ import pytest
 from chatms.domain.context import SUMMARY_HEADING
 from tests.e2e.grpc_sync import chat
 from tests.fakes.openai import FakeOpenAI, WholeScript
-from tests.support import AUTH_TOKEN, ServeProcess, new_user
+from tests.support import AUTH_TOKEN, ServeProcess, fetch, new_user
 
 SMALL_WINDOW = {"MODEL_MAX_TOKENS": "500", "MAX_TOKENS": "40"}
 HINDI = "नमस्ते दुनिया"  # 5 tokens in o200k_base (gpt-4o-mini), 13 in cl100k_base (gpt-4)
 
 
 def query(database_url: str, sql: str, *args: Any) -> list[Any]:
-    async def go() -> list[Any]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
+    return asyncio.run(fetch(database_url, sql, *args))
 
 
 def summaries(database_url: str, chat_id: str) -> list[Any]:
