@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute
 from chatms.adapters.context_store import PostgresContextStore
 from chatms.adapters.embedded_postgres import EmbeddedPostgres
 from chatms.adapters.openai import OpenAIClient, build_http_client
+from chatms.adapters.openai_whole import OpenAIWholeClient
 from chatms.adapters.postgres import (
     PostgresChatRepository,
     create_pool,
@@ -120,13 +121,13 @@ class App:
             load_counters, s.model.windows, s.model.model, offline=s.model.tiktoken_offline
         )
         self.http = build_http_client(s.upstream)
-        llm = OpenAIClient(self.http, s.upstream)
         self.chats = ChatService(
-            repo, llm, counters.default, s.model, s.turns,
+            repo, OpenAIClient(self.http, s.upstream), counters.default, s.model, s.turns,
             observers=(self.metrics.observe_turn, log_turn),
             # The benchmark's in-memory run (no PostgreSQL) keeps no summaries or titles.
             counters=counters.for_model, context=s.context, context_store=postgres,
-            context_llm=llm, context_observers=(self.metrics.observe_context, log_context),
+            context_llm=OpenAIWholeClient(self.http, s.upstream),
+            context_observers=(self.metrics.observe_context, log_context),
         )
         self.metrics.watch_streams(self.chats.streaming)
         ready = readiness(self.chats, self.pool, postgres)

@@ -32,7 +32,7 @@ from chatms.domain.errors import (
 )
 from chatms.domain.model import ChatConfig, Usage
 from chatms.domain.text import storable
-from chatms.service.ports import Finished, UpstreamEvent, WholeAnswer
+from chatms.service.ports import Finished, UpstreamEvent
 
 log = logging.getLogger("chatms.openai")
 
@@ -69,37 +69,6 @@ def request_body(config: ChatConfig, messages: Sequence[tuple[str, str]]) -> dic
     if config.stop:  # an empty list is rejected by the API (the original crashed on none)
         body["stop"] = list(config.stop)
     return body
-
-
-def whole_request_body(
-    model: str, messages: Sequence[tuple[str, str]], max_tokens: int
-) -> dict[str, Any]:
-    """A non-streamed request (summaries, titles): the answer comes back as one JSON object."""
-    return {
-        "model": model,
-        "messages": [{"role": role, "content": content} for role, content in messages],
-        "max_tokens": max_tokens,
-    }
-
-
-def parse_whole_answer(body: bytes) -> WholeAnswer:
-    """The text, finish reason and usage of a `chat.completion` object, checked for shape."""
-    try:
-        data = json.loads(body)
-        choice = data["choices"][0]
-        text = choice["message"].get("content") or ""
-        reason = choice.get("finish_reason")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        raise UpstreamUnavailable("upstream sent a completion of an unexpected shape") from None
-    if not isinstance(text, str):
-        raise UpstreamUnavailable("upstream sent a completion of an unexpected shape")
-    usage = data.get("usage")
-    counted = None
-    if isinstance(usage, dict):
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if isinstance(prompt, int) and isinstance(completion, int):
-            counted = Usage(prompt, completion)
-    return WholeAnswer(text, reason if isinstance(reason, str) else None, counted)
 
 
 def _error_message(body: bytes) -> str:
@@ -181,7 +150,7 @@ async def abandon_connection(response: httpx.Response) -> None:
         await connection.aclose()
 
 
-def _redact(text: str, secret: str | None) -> str:
+def redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "[redacted]") if secret else text
 
 
@@ -258,26 +227,6 @@ class OpenAIClient:
                 )
                 await asyncio.sleep(delay)
 
-    async def complete_whole(
-        self, model: str, messages: Sequence[tuple[str, str]], max_tokens: int
-    ) -> WholeAnswer:
-        """One non-streamed completion; no retries (the caller's work is retried later as a
-        whole). The caller bounds it with its own deadline."""
-        if not self.settings.api_key:
-            raise NotConfigured("OPENAI_API_KEY is not set; the service cannot answer")
-        payload = json.dumps(whole_request_body(model, messages, max_tokens)).encode()
-        headers = {**self._headers, "accept": "application/json"}
-        try:
-            response = await self.http.post(self.url, content=payload, headers=headers)
-        except httpx.TimeoutException:
-            raise UpstreamTimeout("upstream sent no answer in time") from None
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            detail = _redact(str(exc), self.settings.api_key)[:200]
-            raise UpstreamUnavailable(f"upstream unreachable: {detail}") from None
-        if response.status_code != 200:
-            raise error_for_status(response.status_code, response.content)
-        return parse_whole_answer(response.content)
-
     @staticmethod
     async def _release(
         events: AsyncGenerator[str, None], response: httpx.Response, whole: bool
@@ -321,7 +270,7 @@ class OpenAIClient:
             raise _Retry(UpstreamTimeout("upstream timed out"), None) from None
         except (httpx.TransportError, httpx.StreamError) as exc:
             await asyncio.shield(self._close(response))
-            detail = _redact(str(exc), self.settings.api_key)[:200]
+            detail = redact(str(exc), self.settings.api_key)[:200]
             raise _Retry(UpstreamUnavailable(f"upstream unreachable: {detail}"), None) from None
         except BaseException:
             await asyncio.shield(self._close(response))

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatms.adapters.openai import OpenAIClient, UpstreamSettings, build_http_client
+from chatms.adapters.openai import build_http_client
+from chatms.adapters.openai_whole import OpenAIWholeClient
+from chatms.config import UpstreamSettings
 from chatms.domain.context import summary_prompt, title_prompt
 from chatms.domain.errors import UpstreamRejected, UpstreamUnavailable
 from chatms.domain.model import Usage
@@ -15,11 +17,11 @@ from tests.fakes.openai import API_KEY, FakeOpenAI, WholeScript
 
 
 @pytest.fixture
-async def client(fake_openai: FakeOpenAI) -> AsyncIterator[OpenAIClient]:
+async def client(fake_openai: FakeOpenAI) -> AsyncIterator[OpenAIWholeClient]:
     settings = UpstreamSettings(base_url=fake_openai.base_url, api_key=API_KEY)
     http = build_http_client(settings)
     try:
-        yield OpenAIClient(http, settings)
+        yield OpenAIWholeClient(http, settings)
     finally:
         await http.aclose()
 
