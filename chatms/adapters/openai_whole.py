@@ -16,7 +16,12 @@ from chatms.adapters.openai import error_for_status, redact
 from chatms.config import UpstreamSettings
 from chatms.domain.errors import NotConfigured, UpstreamTimeout, UpstreamUnavailable
 from chatms.domain.model import Usage
+from chatms.domain.text import storable
 from chatms.service.ports import WholeAnswer
+
+# A summary or a title is short; a body larger than this is not read on (a hostile upstream).
+MAX_BODY_BYTES = 1 << 20
+MAX_REPORTED_TOKENS = 10_000_000
 
 
 def whole_request_body(
@@ -46,8 +51,8 @@ def parse_whole_answer(body: bytes) -> WholeAnswer:
     if isinstance(usage, dict):
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int):
-            counted = Usage(prompt, completion)
-    return WholeAnswer(text, reason if isinstance(reason, str) else None, counted)
+            counted = Usage(*(min(max(n, 0), MAX_REPORTED_TOKENS) for n in (prompt, completion)))
+    return WholeAnswer(storable(text), reason if isinstance(reason, str) else None, counted)
 
 
 class OpenAIWholeClient:
@@ -68,12 +73,24 @@ class OpenAIWholeClient:
             raise NotConfigured("OPENAI_API_KEY is not set; the service cannot answer")
         payload = json.dumps(whole_request_body(model, messages, max_tokens)).encode()
         try:
-            response = await self.http.post(self.url, content=payload, headers=self._headers)
+            async with self.http.stream(
+                "POST", self.url, content=payload, headers=self._headers
+            ) as response:
+                body = await _bounded_body(response)
         except httpx.TimeoutException:
             raise UpstreamTimeout("upstream sent no answer in time") from None
         except (httpx.TransportError, httpx.StreamError) as exc:
             detail = redact(str(exc), self.settings.api_key)[:200]
             raise UpstreamUnavailable(f"upstream unreachable: {detail}") from None
         if response.status_code != 200:
-            raise error_for_status(response.status_code, response.content)
-        return parse_whole_answer(response.content)
+            raise error_for_status(response.status_code, body)
+        return parse_whole_answer(body)
+
+
+async def _bounded_body(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise UpstreamUnavailable(f"upstream answer is larger than {MAX_BODY_BYTES} bytes")
+    return bytes(body)

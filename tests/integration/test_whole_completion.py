@@ -57,3 +57,9 @@ async def test_failures_map_to_upstream_errors(client, fake_openai) -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
             await client.complete_whole("m", prompt, 10)
+
+
+async def test_unstorable_text_is_made_storable(client, fake_openai) -> None:
+    fake_openai.queue_whole("title", WholeScript(text="Bad\x00title \ud800 here"))
+    answer = await client.complete_whole("m", title_prompt("q", "a"), 10)
+    assert answer.text == "Bad\ufffdtitle \ufffd here"
