@@ -17,7 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from chatms.adapters.postgres import PostgresChatRepository, create_pool
+from chatms.adapters.pgpool import create_pool
+from chatms.adapters.postgres import PostgresChatRepository
 from chatms.domain.budget import TokenBudget
 from chatms.domain.model import Completion, Usage
 from chatms.service.ports import Lease

@@ -1,4 +1,5 @@
-"""`chatms serve` with persistence switched off: the same App over an in-memory repository.
+"""`chatms serve` with persistence switched off: the same App, built by the same builder,
+over an in-memory storage.
 
 Only for the benchmark's "TTFT with vs without persistence" comparison; same settings
 (environment), same doors, same upstream client, same event loop choice.
@@ -11,11 +12,12 @@ import asyncio
 import signal
 import time
 
-from chatms.app import App
-from chatms.config import load_settings
+from chatms.builder import Storage, build_app
+from chatms.config import Settings, load_settings
 from chatms.domain.errors import ChatBusy, ChatEnded, ChatNotFound
 from chatms.domain.model import Chat, ChatStatus, PendingTurn
 from chatms.entrypoints.cli import configure_logging, run
+from chatms.observability.metrics import Metrics
 from chatms.service.ports import ChatPage, Lease, StoredMessage
 
 
@@ -66,6 +68,11 @@ class MemoryChatRepository:
         chat.end()
 
 
+async def memory_storage(settings: Settings, metrics: Metrics) -> Storage:
+    """Chats in a dict; text channels off (they need PostgreSQL's queue)."""
+    return Storage(chats=MemoryChatRepository(), inbound=None)
+
+
 async def serve_forever() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,9 +80,9 @@ async def serve_forever() -> None:
         loop.add_signal_handler(sig, stop.set)
     settings = load_settings()
     configure_logging(settings)
-    app = App(settings, repository=MemoryChatRepository())
+    app = await build_app(settings, storage=memory_storage)
+    await app.start()
     try:
-        await app.start()
         await stop.wait()
     finally:
         await app.stop()

@@ -67,13 +67,14 @@ AppFactory = Callable[..., Awaitable["object"]]
 async def start_app(database_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[AppFactory]:
     """Start chatms in this test's event loop, on free loopback ports; stopped afterwards."""
     from chatms.app import App
+    from chatms.builder import build_app
     from chatms.config import load_settings
     from tests.support import base_env
 
     started: list[App] = []
 
     async def start(**env: str) -> App:
-        app = App(load_settings(base_env(database_url, fake_openai.base_url, **env)))
+        app = await build_app(load_settings(base_env(database_url, fake_openai.base_url, **env)))
         await app.start()
         started.append(app)
         return app

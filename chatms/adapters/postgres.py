@@ -1,4 +1,4 @@
-"""PostgreSQL through asyncpg: the pool, the migrations, and the chat repository.
+"""The chat repository in PostgreSQL (asyncpg, plain SQL with parameters).
 
 Each turn costs two statements on the hot path of an existing chat: one that leases the
 chat and returns its live window, and one that stores the turn and releases the lease.
@@ -8,28 +8,16 @@ Both are single statements, so each is atomic and one round trip.
 from __future__ import annotations
 
 import base64
-import functools
-import json
-import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import datetime
-from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
+from chatms.adapters.pgpool import Connections
 from chatms.config import DatabaseSettings
 from chatms.domain.context import Summary
-from chatms.domain.errors import (
-    ChatBusy,
-    ChatEnded,
-    ChatNotFound,
-    InvalidInput,
-    StorageRefused,
-    Unavailable,
-)
+from chatms.domain.errors import ChatBusy, ChatEnded, ChatNotFound, InvalidInput, Unavailable
 from chatms.domain.model import (
     Chat,
     ChatConfig,
@@ -48,156 +36,11 @@ from chatms.service.ports import (
     StoredSummary,
 )
 
-log = logging.getLogger("chatms.postgres")
-
-T = TypeVar("T")
-
 # A finished answer is worth waiting for: under a burst of load its commit waits this many
 # acquire timeouts for a pooled connection before giving up (to the background retry).
 STORE_PATIENCE = 6.0
 
-# Any fixed 64-bit number: replicas starting together take turns migrating.
-MIGRATION_LOCK_KEY = 0x63686174_6D73
-
-
-# Told (statement text, seconds, failed) after each statement; the driver calls it
-# soon after, outside the query's own path.
-QueryObserver = Callable[[str, float, bool], None]
-
-
-async def _init_connection(
-    conn: asyncpg.Connection, on_query: QueryObserver | None = None
-) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    if on_query is not None:
-        conn.add_query_logger(
-            lambda q: on_query(q.query, q.elapsed, q.exception is not None)
-        )
-
-
-class _StatelessConnection(asyncpg.Connection):  # type: ignore[misc]
-    """A connection the pool hands back without a reset statement.
-
-    asyncpg's default reset (unlock advisory locks, CLOSE ALL, UNLISTEN, RESET ALL) costs a
-    round trip per release. chatms keeps no session state (no SET, LISTEN, cursors or
-    session advisory locks; the migration lock is transaction-scoped), so there is nothing
-    to reset. An open transaction is still rolled back by asyncpg before reuse.
-    """
-
-    def get_reset_query(self) -> str:
-        return ""
-
-
-async def create_pool(
-    dsn: str,
-    settings: DatabaseSettings | None = None,
-    *,
-    min_size: int = 1,
-    max_size: int | None = None,
-    on_query: QueryObserver | None = None,
-) -> asyncpg.Pool:
-    """A pool of `settings.pool_size` connections (or `max_size`), each observed by `on_query`."""
-    settings = settings or DatabaseSettings()
-    return await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size or settings.pool_size,
-        command_timeout=settings.command_timeout,
-        init=functools.partial(_init_connection, on_query=on_query),
-        connection_class=_StatelessConnection,
-    )
-
-
-def migration_files() -> list[tuple[int, str, str]]:
-    """(version, name, sql) of every packaged migration, in order."""
-    found = []
-    for entry in resources.files("chatms.adapters").joinpath("migrations").iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-async def migrate(pool: asyncpg.Pool) -> list[str]:
-    """Apply the migrations not yet applied; returns their names."""
-    applied: list[str] = []
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for version, name, sql in migration_files():
-            if version in done:
-                continue
-            await conn.execute(sql)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
-            )
-            applied.append(name)
-    for name in applied:
-        log.info("applied migration %s", name)
-    return applied
-
-
-async def pending_migrations(pool: asyncpg.Pool) -> list[str]:
-    """Names of packaged migrations the database lacks (all of them on an empty database)."""
-    async with pool.acquire() as conn:
-        exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        done = (
-            {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            if exists
-            else set()
-        )
-    return [name for version, name, _ in migration_files() if version not in done]
-
-
-# Errors that mean "the database is not there right now", as opposed to a bug in a query.
-DB_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    # asyncpg's own state machine, confused by a connection that died mid-statement.
-    asyncpg.exceptions.InternalClientError,
-)
-
-
-class PoolExhausted(Unavailable):
-    """No pooled connection within the acquire timeout: trying again only waits longer."""
-
-
-@asynccontextmanager
-async def pooled(pool: asyncpg.Pool, wait: float) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection whose driver errors become domain errors.
-
-    asyncpg's errors can quote a statement's parameters (an argument it could not encode, a
-    constraint's failing row), which hold message text: none of it is passed on or chained,
-    so no log line or traceback can show it. The SQLSTATE says what went wrong.
-    """
-    try:
-        async with pool.acquire(timeout=wait) as conn:
-            yield conn
-    except TimeoutError:
-        log.warning("database unavailable: no connection within %gs", wait)
-        raise PoolExhausted("database unavailable; please retry") from None
-    except DB_UNAVAILABLE as exc:
-        # After a server restart every idle connection is dead: replace them all rather
-        # than fail once per stale connection.
-        await pool.expire_connections()
-        log.warning("database unavailable: %s", type(exc).__name__)
-        raise Unavailable("database unavailable; please retry") from None
-    except asyncpg.PostgresError as exc:
-        state = getattr(exc, "sqlstate", None) or "unknown"
-        log.error("database refused a statement: %s (SQLSTATE %s)", type(exc).__name__, state)
-        raise StorageRefused(f"the database refused the statement (SQLSTATE {state})") from None
-
-
-# whatsapp_inbound.status -> what a chat's history says of the answer's delivery.
+# inbound_messages.status -> what a chat's history says of the answer's delivery.
 DELIVERY = {"pending": "sending", "sending": "sending", "done": "delivered", "failed": "failed"}
 
 _ACQUIRE = """
@@ -279,7 +122,7 @@ LEFT JOIN LATERAL (
     FROM chat_summaries WHERE chat_id = c.id ORDER BY version DESC LIMIT 1
 ) s ON true
 LEFT JOIN messages m ON m.chat_id = c.id
-LEFT JOIN whatsapp_inbound w ON w.chat_id = c.id AND w.answer_seq = m.seq
+LEFT JOIN inbound_messages w ON w.chat_id = c.id AND w.answer_seq = m.seq
 WHERE c.id = $1 AND c.owner_id = $2 ORDER BY m.seq
 """
 
@@ -333,31 +176,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 class PostgresChatRepository:
     def __init__(self, pool: asyncpg.Pool, settings: DatabaseSettings | None = None) -> None:
-        self.pool = pool
-        self.acquire_timeout = (settings or DatabaseSettings()).acquire_timeout
-
-    @asynccontextmanager
-    async def _conn(self, patience: float = 1.0) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; an outage or an exhausted pool becomes `Unavailable`.
-
-        `patience` multiplies the acquire timeout: a turn that already streamed its answer
-        waits longer for a connection than one that has not started.
-        """
-        async with pooled(self.pool, self.acquire_timeout * patience) as conn:
-            yield conn
-
-    async def _twice(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run an idempotent statement, once more on a fresh connection if the first one died."""
-        try:
-            return await call()
-        except (PoolExhausted, StorageRefused):
-            raise  # trying again only waits longer, or is refused again
-        except Unavailable:
-            return await call()
+        self._conn = Connections(pool, settings)
 
     async def ping(self) -> None:
-        async with self._conn() as conn:
-            await conn.fetchval("SELECT 1")
+        await self._conn.ping()
 
     async def create(self, chat: Chat, lease: Lease) -> None:
         async def insert() -> None:
@@ -367,7 +189,7 @@ class PostgresChatRepository:
                     lease.seconds, chat.system.content, chat.system.tokens,
                 )
 
-        await self._twice(insert)  # idempotent: the insert does nothing the second time
+        await self._conn.twice(insert)  # idempotent: the insert does nothing the second time
 
     async def acquire(self, chat_id: str, owner: str, lease: Lease) -> Chat:
         async def lease_and_load() -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
@@ -377,7 +199,7 @@ class PostgresChatRepository:
             return row, why
 
         # Idempotent: a lease we already hold is granted again.
-        row, why = await self._twice(lease_and_load)
+        row, why = await self._conn.twice(lease_and_load)
         if row is None:
             if why is None:
                 raise ChatNotFound()
@@ -426,7 +248,7 @@ class PostgresChatRepository:
                     chat.id, turn.user.seq, turn.user.content,
                 ))
 
-        if not await self._twice(store):
+        if not await self._conn.twice(store):
             raise Unavailable("the turn outlived its lease on the chat and was not stored")
 
     async def renew(self, chat_id: str, lease: Lease) -> bool:

@@ -18,7 +18,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from chatms.config import WhatsAppSettings
-from chatms.service.whatsapp import SendFailed
+from chatms.service.ports import SendFailed
 
 log = logging.getLogger("chatms.twilio")
 
@@ -72,10 +72,20 @@ def _retryable(status: int) -> bool:
     return status == 429 or status >= 500
 
 
-class TwilioSender:
-    """Sends WhatsApp messages; retries 429, 5xx and network failures with bounded backoff."""
+# WhatsApp through Twilio takes bodies of at most 1600 characters, counted like Twilio does:
+# in UTF-16 code units, so an emoji outside the BMP counts as two.
+WHATSAPP_PART_LIMIT = 1600
 
-    def __init__(self, settings: WhatsAppSettings, http: httpx.AsyncClient) -> None:
+
+class TwilioSender:
+    """The WhatsApp channel's way out (a `MessageSender`): sends through Twilio's Messages
+    API; retries 429, 5xx and network failures with bounded backoff."""
+
+    part_limit = WHATSAPP_PART_LIMIT
+
+    def __init__(
+        self, settings: WhatsAppSettings, http: httpx.AsyncClient, max_backoff: float
+    ) -> None:
         assert settings.configured, "Twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
         self._client = Client(
             settings.account_sid, settings.auth_token,
@@ -83,7 +93,7 @@ class TwilioSender:
         )
         self.attempts = settings.send_attempts
         self.backoff = settings.send_backoff
-        self.max_backoff = settings.retry_max_seconds  # the cap holds for every wait
+        self.max_backoff = max_backoff  # the queue's retry cap holds for every wait
 
     async def send(self, from_: str, to: str, body: str) -> str:
         error = "no attempt made"

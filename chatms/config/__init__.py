@@ -16,6 +16,7 @@ from chatms.config.reading import ConfigError, Env, read_section, variables
 from chatms.config.sections import (
     ContextSettings,
     DatabaseSettings,
+    InboundSettings,
     LogSettings,
     ModelSettings,
     ServerSettings,
@@ -35,6 +36,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
     whatsapp: WhatsAppSettings = field(default_factory=WhatsAppSettings)
     context: ContextSettings = field(default_factory=ContextSettings)
 
@@ -86,6 +88,7 @@ __all__ = [
     "ConfigError",
     "ContextSettings",
     "DatabaseSettings",
+    "InboundSettings",
     "LogSettings",
     "ModelSettings",
     "ServerSettings",

@@ -217,8 +217,31 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundSettings:
+    """The queue of inbound text-channel messages (WhatsApp, ...) and its worker.
+
+    The variables keep their WHATSAPP_ names: WhatsApp was the queue's first channel.
+    """
+
+    claim_seconds: float = number("WHATSAPP_CLAIM_SECONDS", 30.0, 1, 3600)
+    concurrency: int = integer("WHATSAPP_CONCURRENCY", 8, 1, 256)
+    # An answer is retried until this many seconds after the user's message (WhatsApp's
+    # window for a reply); after that it is recorded as failed, never dropped silently.
+    delivery_deadline: float = number("WHATSAPP_DELIVERY_DEADLINE", 86_400.0, 1, 30 * 86_400)
+    retry_max_seconds: float = number("WHATSAPP_RETRY_MAX_SECONDS", 300.0, 0.01, 3600)
+    retry_base_seconds: float = 2.0
+    busy_retry_seconds: float = 2.0
+    poll_seconds: float = 1.0
+
+    def backoff(self, failures: int) -> float:
+        """Seconds before the next try after `failures` failed ones: doubling, capped."""
+        exponent = min(max(failures - 1, 0), 30)
+        return min(self.retry_base_seconds * 2.0**exponent, self.retry_max_seconds)
+
+
+@dataclass(frozen=True, slots=True)
 class WhatsAppSettings:
-    """The WhatsApp door through Twilio; off until both credentials are set."""
+    """The WhatsApp channel through Twilio; off until both credentials are set."""
 
     account_sid: str | None = matching(
         "TWILIO_ACCOUNT_SID", r"AC[0-9a-fA-F]{32}",
@@ -229,23 +252,9 @@ class WhatsAppSettings:
     api_base_url: str = http_url("TWILIO_API_BASE_URL", "https://api.twilio.com")
     max_body_chars: int = integer("WHATSAPP_MAX_BODY_CHARS", 4096, 1, 1_000_000)
     send_rate: float = number("WHATSAPP_SEND_RATE", 10.0, 0.1, 1000)
-    claim_seconds: float = number("WHATSAPP_CLAIM_SECONDS", 30.0, 1, 3600)
-    concurrency: int = integer("WHATSAPP_CONCURRENCY", 8, 1, 256)
-    # An answer is retried until this many seconds after the user's message (WhatsApp's
-    # window for a reply); after that it is recorded as failed, never dropped silently.
-    delivery_deadline: float = number("WHATSAPP_DELIVERY_DEADLINE", 86_400.0, 1, 30 * 86_400)
-    retry_max_seconds: float = number("WHATSAPP_RETRY_MAX_SECONDS", 300.0, 0.01, 3600)
-    retry_base_seconds: float = 2.0
-    busy_retry_seconds: float = 2.0
-    poll_seconds: float = 1.0
     send_attempts: int = 4
     send_backoff: float = 0.5
 
     @property
     def configured(self) -> bool:
         return bool(self.account_sid and self.auth_token)
-
-    def backoff(self, failures: int) -> float:
-        """Seconds before the next try after `failures` failed ones: doubling, capped."""
-        exponent = min(max(failures - 1, 0), 30)
-        return min(self.retry_base_seconds * 2.0**exponent, self.retry_max_seconds)

@@ -33,19 +33,11 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
-    from chatms.adapters.postgres import create_pool, migrate
-    from chatms.app import connect_database
+    from chatms.builder import open_database
 
-    url, embedded = await connect_database(settings.database)
-    try:
-        pool = await create_pool(url, settings.database, max_size=1)
-        try:
-            applied = await migrate(pool)
-        finally:
-            await pool.close()
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    database = await open_database(settings.database, max_size=1)
+    await database.close()
+    applied = database.applied
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
 
 
@@ -78,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings)
     if args.command == "serve":
-        from chatms.app import serve_forever
+        from chatms.builder import serve_forever
 
         run(serve_forever(settings))
     elif args.command == "migrate":

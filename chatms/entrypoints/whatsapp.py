@@ -1,7 +1,8 @@
 """The WhatsApp door: Twilio's webhook, checked and acknowledged at once.
 
-The route only verifies the request and stores it as work; the answer is produced by the
-background worker and sent through Twilio's REST API, so Twilio's 15-second limit never bites.
+The route only verifies the request and stores it as work in the inbound queue (channel
+"whatsapp"); the answer is produced by the queue's worker and sent through Twilio's REST API
+(`TwilioSender`), so Twilio's 15-second limit never bites.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from chatms.config import WhatsAppSettings
-from chatms.service.whatsapp import Inbound, WhatsAppService
+from chatms.domain.errors import Unavailable
+from chatms.service.inbound import InboundService
+from chatms.service.ports import InboundMessage
 
 log = logging.getLogger("chatms.whatsapp")
+
+CHANNEL = "whatsapp"
 
 PATH = "/webhooks/twilio/whatsapp"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -43,7 +48,7 @@ def _text(status: int, message: str) -> PlainTextResponse:
 
 class TwilioWebhook:
     def __init__(
-        self, service: WhatsAppService | None, settings: WhatsAppSettings, max_body_bytes: int
+        self, service: InboundService | None, settings: WhatsAppSettings, max_body_bytes: int
     ) -> None:
         self.service = service
         self.account_sid = settings.account_sid
@@ -92,24 +97,24 @@ class TwilioWebhook:
             num_media = int(form.get("NumMedia") or "0")
         except ValueError:
             return _text(400, "NumMedia is not a number")
-        message = Inbound(
-            message_sid=form["MessageSid"],
-            account_sid=form["AccountSid"],
+        message = InboundMessage(
+            channel=CHANNEL,
+            message_id=form["MessageSid"],
+            account=form["AccountSid"],
             sender=form["From"],
             recipient=form["To"],
             body=form.get("Body", ""),
-            num_media=num_media,
-            profile_name=form.get("ProfileName"),
+            media_count=num_media,
+            sender_name=form.get("ProfileName"),
         )
         try:
             new = await self.service.accept(message)
-        except Exception as exc:  # Twilio retries a failed delivery: nothing is lost
-            log.error("whatsapp webhook: could not store %s: %s", message.message_sid,
-                      type(exc).__name__)
+        except Unavailable as exc:  # Twilio retries a failed delivery: nothing is lost
+            log.error("whatsapp webhook: could not store %s: %s", message.message_id, exc)
             return _text(503, "temporarily unable to accept the message; retry")
         if not new:
             log.info("whatsapp message %s was already accepted; redelivery ignored",
-                     message.message_sid)
+                     message.message_id)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
 

@@ -25,7 +25,8 @@ async def _row(database_url: str, message_sid: str) -> asyncpg.Record:
     conn = await asyncpg.connect(database_url)
     try:
         return await conn.fetchrow(
-            "SELECT status, parts_sent FROM whatsapp_inbound WHERE message_sid = $1", message_sid)
+            "SELECT status, parts_sent FROM inbound_messages"
+            " WHERE channel = 'whatsapp' AND message_id = $1", message_sid)
     finally:
         await conn.close()
 

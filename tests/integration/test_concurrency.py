@@ -56,7 +56,7 @@ async def test_saturated_pool_is_unavailable_not_a_hang(start_app) -> None:
     app = await start_app(DATABASE_POOL_SIZE="1", DATABASE_ACQUIRE_TIMEOUT="0.2")
     user = new_user()
     chat_id = (await chat_stream(target(app), user, "hi")).chat_id
-    async with app.pool.acquire():
+    async with app.storage.database.pool.acquire():
         result = await chat_stream(target(app), user, "again", chat_id=chat_id, deadline=10)
     assert result.code == grpc.StatusCode.UNAVAILABLE
     assert "database" in result.details

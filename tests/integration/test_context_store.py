@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from chatms.adapters.context_store import PostgresContextStore
-from chatms.adapters.postgres import create_pool, migrate
+from chatms.adapters.migrator import migrate
+from chatms.adapters.pgpool import create_pool
 from chatms.domain.budget import TokenBudget
 from chatms.domain.context import Summary
 from chatms.domain.model import Chat, ChatConfig, Completion, Usage
@@ -105,18 +106,21 @@ async def test_a_lapsed_claim_can_be_taken_and_its_holder_stores_nothing(
 
 
 async def test_summaries_are_append_only_and_titles_set_once(
-    store: PostgresContextStore,
+    store: PostgresContextStore, database_url: str
 ) -> None:
     chat = await chat_with_turns(store, 3)
     mine = claim()
     assert await store.claim_summary(chat.id, mine)
     assert await store.store_summary(chat.id, mine, Summary("s", 2, 5, 1, "m"), Usage())
-    async with store.pool.acquire() as conn:
+    conn = await asyncpg.connect(database_url)  # behind the store's back
+    try:
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             await conn.execute("UPDATE chat_summaries SET content = 'x' WHERE chat_id = $1",
                                chat.id)
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             await conn.execute("DELETE FROM chat_summaries WHERE chat_id = $1", chat.id)
+    finally:
+        await conn.close()
     assert await store.store_title(chat.id, "Travel plans")
     assert not await store.store_title(chat.id, "Another")
     page = await store.list_chats(chat.owner, 10, None)

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 import pytest
 
-from chatms.app import App
+from chatms.builder import build_app
 from chatms.config import load_settings
 from tests.integration.grpc_client import chat_stream
 from tests.support import OwnPostgres, base_env, fetch, new_user
@@ -16,8 +16,8 @@ from tests.support import OwnPostgres, base_env, fetch, new_user
 @pytest.fixture
 async def own_app(fake_openai):
     db = OwnPostgres()
-    app = App(load_settings(base_env(db.url, fake_openai.base_url,
-                                     DATABASE_ACQUIRE_TIMEOUT="1")))
+    app = await build_app(load_settings(base_env(db.url, fake_openai.base_url,
+                                                 DATABASE_ACQUIRE_TIMEOUT="1")))
     await app.start()
     try:
         yield app, db

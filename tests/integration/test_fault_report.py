@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import httpx
 import psutil
 
-from chatms.app import App
+from chatms.builder import build_app
 from chatms.config import load_settings
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.twilio import ACCOUNT_SID, FakeTwilio
@@ -57,7 +57,7 @@ async def alive(http_url: str) -> bool:
 async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio) -> None:
     """Every fault is survived, no accepted message is lost and no chat is read across users."""
     db = OwnPostgres()
-    app = App(load_settings(base_env(
+    app = await build_app(load_settings(base_env(
         db.url, fake_openai.base_url, UPSTREAM_MAX_RETRIES="2", UPSTREAM_IDLE_TIMEOUT="0.5",
         DATABASE_ACQUIRE_TIMEOUT="1", TWILIO_ACCOUNT_SID=ACCOUNT_SID,
         TWILIO_AUTH_TOKEN=TWILIO_TOKEN, TWILIO_API_BASE_URL=fake_twilio.base_url)))
@@ -67,7 +67,8 @@ async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio)
         await asyncio.to_thread(db.stop)
         await asyncio.to_thread(db.start)
 
-    env = Env(f"127.0.0.1:{app.settings.server.grpc_port}", f"http://127.0.0.1:{app.settings.server.web_port}",
+    server = app.settings.server
+    env = Env(f"127.0.0.1:{server.grpc_port}", f"http://127.0.0.1:{server.web_port}",
               fake_openai, fake_twilio, Ledger(), restart_db)
     survived = []
     crashes = 0

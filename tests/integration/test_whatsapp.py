@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from chatms.entrypoints.whatsapp import EMPTY_TWIML
-from chatms.service.whatsapp import EMPTY_REPLY, MEDIA_REPLY, RESET_REPLY, UPSTREAM_REPLY
+from chatms.service.inbound import EMPTY_REPLY, MEDIA_REPLY, RESET_REPLY, UPSTREAM_REPLY
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.fakes.twilio import (
     ACCOUNT_SID,
@@ -58,9 +58,9 @@ async def deliver(app: Any, form: dict[str, str], *, signed_url: str | None = No
 
 
 async def stored(app: Any, message_sid: str) -> Any:
-    return await app.pool.fetchrow(
-        "SELECT status, parts_sent, failures, last_error FROM whatsapp_inbound"
-        " WHERE message_sid = $1", message_sid)
+    return await app.storage.database.pool.fetchrow(
+        "SELECT status, parts_sent, failures, last_error FROM inbound_messages"
+        " WHERE channel = 'whatsapp' AND message_id = $1", message_sid)
 
 
 async def test_normal_exchange(start_app, fake_twilio: FakeTwilio) -> None:
@@ -79,8 +79,9 @@ async def test_normal_exchange(start_app, fake_twilio: FakeTwilio) -> None:
             break
         await asyncio.sleep(0.05)
     assert (row["status"], row["parts_sent"]) == ("done", 1)
-    sid = await app.pool.fetchval(
-        "SELECT twilio_sid FROM whatsapp_outbound WHERE message_sid = $1", form["MessageSid"])
+    sid = await app.storage.database.pool.fetchval(
+        "SELECT o.provider_id FROM outbound_parts o JOIN inbound_messages m ON m.id = o.inbound_id"
+        " WHERE m.channel = 'whatsapp' AND m.message_id = $1", form["MessageSid"])
     assert sid == post.sid
     page = await app.chats.chats(sender)
     assert len(page.chats) == 1 and page.chats[0].message_count == 2

@@ -50,6 +50,6 @@ def test_describe_hides_the_auth_token() -> None:
 
 def test_delivery_is_retried_for_a_day_by_default() -> None:
     """WhatsApp's reply window: an answer is retried for 24 h, at most 5 minutes apart."""
-    w = load_settings({}).whatsapp
+    w = load_settings({}).inbound
     assert (w.delivery_deadline, w.retry_max_seconds) == (86_400.0, 300.0)
     assert [w.backoff(n) for n in (1, 2, 3, 9, 10, 1000)] == [2, 4, 8, 300, 300, 300]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from chatms.service.whatsapp import Pacer
+from chatms.service.inbound import Pacer
 
 
 async def test_sends_of_one_number_are_spaced_and_others_are_not_held() -> None:

@@ -1,12 +1,12 @@
-"""WhatsApp text rules: commands, and splitting long answers into sendable parts. No I/O."""
+"""Text-channel rules: the reset command, and splitting long answers into sendable parts.
+
+Lengths are counted in UTF-16 code units, as WhatsApp (through Twilio) and Telegram count
+them: an emoji outside the BMP counts as two. No I/O.
+"""
 
 from __future__ import annotations
 
 import re
-
-# WhatsApp through Twilio takes bodies of at most 1600 characters, counted like Twilio does:
-# in UTF-16 code units, so an emoji outside the BMP counts as two.
-MAX_PART = 1600
 
 RESET_COMMANDS = frozenset({"/reset", "/new", "/restart"})
 
@@ -47,7 +47,7 @@ def _cut(text: str, limit: int) -> int:
     return max(len(window), 1)  # one word longer than a part: hard split
 
 
-def split_message(text: str, limit: int = MAX_PART) -> list[str]:
+def split_message(text: str, limit: int) -> list[str]:
     """Split `text` into parts of at most `limit` UTF-16 units, in order.
 
     Whitespace at a cut is dropped; nothing else is lost or reordered.

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatms.domain.whatsapp import MAX_PART, is_reset, split_message, utf16_len
+from chatms.adapters.twilio import WHATSAPP_PART_LIMIT
+from chatms.domain.texting import is_reset, split_message, utf16_len
 
 
 @pytest.mark.parametrize("body", ["/reset", "/RESET", "  /New ", "/restart\n"])
@@ -23,8 +24,8 @@ def test_other_text_is_not_a_reset(body: str) -> None:
 
 def test_short_text_is_one_part() -> None:
     """An answer within the limit goes out whole."""
-    assert split_message("Hello there.") == ["Hello there."]
-    assert split_message("   ") == []
+    assert split_message("Hello there.", 1600) == ["Hello there."]
+    assert split_message("   ", 1600) == []
 
 
 def test_paragraphs_are_preferred() -> None:
@@ -53,7 +54,7 @@ def test_words_before_hard_split() -> None:
 def test_emoji_count_as_two_units() -> None:
     """Characters outside the BMP count twice, as Twilio counts them, and are never cut."""
     text = "😀" * 1000  # 2000 UTF-16 units
-    parts = split_message(text)
+    parts = split_message(text, 1600)
     assert [utf16_len(p) for p in parts] == [1600, 400]
     assert "".join(parts) == text
 
@@ -69,7 +70,8 @@ def test_parts_fit_and_keep_all_text_in_order(text: str, limit: int) -> None:
     assert "".join("".join(parts).split()) == "".join(text.split())
 
 
-def test_default_limit_is_whatsapp_s() -> None:
-    """The default part size is WhatsApp's 1600."""
-    assert MAX_PART == 1600
-    assert [utf16_len(p) <= 1600 for p in split_message("word " * 1000)] == [True] * 4
+def test_whatsapp_parts_are_twilio_s_1600() -> None:
+    """The WhatsApp channel splits at Twilio's 1600 units."""
+    assert WHATSAPP_PART_LIMIT == 1600
+    parts = split_message("word " * 1000, WHATSAPP_PART_LIMIT)
+    assert [utf16_len(p) <= 1600 for p in parts] == [True] * 4

@@ -1,0 +1,227 @@
+"""The composition root's builder: every part chatms runs, built from the settings.
+
+`build_app` returns an `App` whose parts are all there (nothing is filled in later);
+`App.start` only starts listening. `open_database` is the one way to a migrated PostgreSQL,
+used by `build_app` and by `chatms migrate`. The benchmark's in-memory run hands
+`build_app` a storage of its own instead of PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from grpclib.server import Server
+
+from chatms.adapters.context_store import PostgresContextStore
+from chatms.adapters.embedded_postgres import EmbeddedPostgres
+from chatms.adapters.inbound_store import PostgresInboundStore
+from chatms.adapters.migrator import migrate, pending_migrations
+from chatms.adapters.openai import OpenAIClient, build_http_client
+from chatms.adapters.openai_whole import OpenAIWholeClient
+from chatms.adapters.pgpool import QueryObserver, create_pool
+from chatms.adapters.tokenizer import load_counters
+from chatms.adapters.twilio import TwilioSender, build_twilio_http
+from chatms.app import App
+from chatms.config import DatabaseSettings, Settings
+from chatms.entrypoints.auth import TokenCheck
+from chatms.entrypoints.grpc import ChatGrpcService, require_token, tag_requests
+from chatms.entrypoints.grpc_codec import GuardedProtoCodec
+from chatms.entrypoints.health import NotReady, Ping, Readiness, grpc_health
+from chatms.entrypoints.http import build_http_app, ops_routes
+from chatms.entrypoints.http_chat import chat_routes, json_errors
+from chatms.entrypoints.reflection import with_reflection
+from chatms.entrypoints.web import web_routes
+from chatms.entrypoints.whatsapp import CHANNEL as WHATSAPP
+from chatms.entrypoints.whatsapp import TwilioWebhook, whatsapp_routes
+from chatms.observability.logs import log_context, log_turn
+from chatms.observability.metrics import Metrics
+from chatms.service.chats import ChatService
+from chatms.service.inbound import Channel, InboundService
+from chatms.service.inbound_worker import InboundWorker, UndeliveredObserver
+from chatms.service.ports import ChatRepository, ContextStore, InboundStore
+
+log = logging.getLogger("chatms")
+
+
+@dataclass(frozen=True)
+class Database:
+    """A migrated PostgreSQL: the pool, and the embedded server when we started one."""
+
+    pool: asyncpg.Pool
+    embedded: EmbeddedPostgres | None
+    applied: list[str]  # the migrations applied on opening
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+
+async def open_database(
+    settings: DatabaseSettings, on_query: QueryObserver | None = None, max_size: int | None = None
+) -> Database:
+    """Connect (starting the embedded PostgreSQL when no URL is set), pool, and migrate."""
+    embedded = None
+    url = settings.url
+    if url is None:
+        embedded = EmbeddedPostgres(Path(settings.data_dir))
+        url = await asyncio.to_thread(embedded.start)
+    try:
+        pool = await create_pool(url, settings, max_size=max_size, on_query=on_query)
+        try:
+            applied = await migrate(pool)
+        except BaseException:
+            await pool.close()
+            raise
+    except BaseException:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
+    return Database(pool, embedded, applied)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where chats and inbound work are kept, what readiness asks of it, and how it closes."""
+
+    chats: ChatRepository
+    inbound: InboundStore | None  # None: text channels are off
+    context: ContextStore | None = None  # None: no summaries or titles
+    checks: Mapping[str, Ping] = field(default_factory=dict)
+    database: Database | None = None  # the PostgreSQL behind it, when it is one
+
+    async def close(self) -> None:
+        if self.database is not None:
+            await self.database.close()
+
+
+StorageFactory = Callable[[Settings, Metrics], Awaitable[Storage]]
+
+
+async def postgres_storage(settings: Settings, metrics: Metrics) -> Storage:
+    """Chats and inbound work in PostgreSQL, ready when it answers and its schema is current."""
+    db = await open_database(settings.database, on_query=metrics.observe_query)
+    repo = PostgresContextStore(db.pool, settings.database)
+
+    async def migrations() -> None:
+        pending = await pending_migrations(db.pool)
+        if pending:
+            raise NotReady("pending: " + ", ".join(pending))
+
+    return Storage(
+        chats=repo,
+        inbound=PostgresInboundStore(db.pool, settings.database),
+        context=repo,
+        checks={"database": repo.ping, "migrations": migrations},
+        database=db,
+    )
+
+
+def service_token(settings: Settings) -> str:
+    token = settings.server.auth_token
+    if token is None:
+        token = secrets.token_urlsafe(24)
+        # Printed once, to the terminal only: the operator needs it to call us.
+        print(f"AUTH_TOKEN is not set; this run's token is: {token}", file=sys.stderr)
+    return token
+
+
+def _inbound(
+    settings: Settings, store: InboundStore | None, chats: ChatService,
+    closing: contextlib.AsyncExitStack, on_undelivered: UndeliveredObserver,
+) -> tuple[InboundService, InboundWorker] | None:
+    """The inbound queue with every configured channel, or None when no channel is."""
+    channels: list[Channel] = []
+    wa = settings.whatsapp
+    if wa.configured:
+        twilio_http = build_twilio_http()
+        closing.push_async_callback(twilio_http.aclose)
+        sender = TwilioSender(wa, twilio_http, settings.inbound.retry_max_seconds)
+        channels.append(Channel(WHATSAPP, sender, wa.max_body_chars, wa.send_rate))
+    if store is None or not channels:
+        return None
+    service = InboundService(store, chats, channels, settings.inbound)
+    return service, InboundWorker(service, settings.inbound, on_undelivered)
+
+
+async def build_app(settings: Settings, storage: StorageFactory = postgres_storage) -> App:
+    """Every part `chatms serve` runs, built; on a failure, what was built is closed again."""
+    log.debug("settings: %s", settings.describe())
+    token = TokenCheck(service_token(settings))
+    metrics = Metrics()
+    async with contextlib.AsyncExitStack() as closing:
+        store = await storage(settings, metrics)
+        closing.push_async_callback(store.close)
+        model = settings.model
+        counters = await asyncio.to_thread(
+            load_counters, model.windows, model.model, offline=model.tiktoken_offline
+        )
+        upstream_http = build_http_client(settings.upstream)
+        closing.push_async_callback(upstream_http.aclose)
+        chats = ChatService(
+            store.chats, OpenAIClient(upstream_http, settings.upstream), counters.default,
+            model, settings.turns, observers=(metrics.observe_turn, log_turn),
+            counters=counters.for_model, context=settings.context, context_store=store.context,
+            context_llm=OpenAIWholeClient(upstream_http, settings.upstream),
+            context_observers=(metrics.observe_context, log_context),
+        )
+        metrics.watch_streams(chats.streaming)
+        ready = readiness(chats, store.checks)
+        inbound = _inbound(settings, store.inbound, chats, closing, metrics.observe_undelivered)
+        server = settings.server
+        services = [ChatGrpcService(chats)]
+        grpc_server = Server(
+            with_reflection([*services, grpc_health(ready, services)]),
+            codec=GuardedProtoCodec(server.grpc_max_message_bytes),
+        )
+        require_token(grpc_server, token)
+        tag_requests(grpc_server)
+        routes = [*ops_routes(ready, metrics), *chat_routes(chats, token, server.max_body_bytes)]
+        routes += whatsapp_routes(TwilioWebhook(
+            inbound[0] if inbound else None, settings.whatsapp, server.max_body_bytes
+        ))
+        if settings.web.ui_enabled:
+            routes += web_routes()
+        web = json_errors(build_http_app(routes, settings.web.cors_allow_origins))
+        return App(settings, metrics, store, chats, grpc_server, web,
+                   inbound[1] if inbound else None, closing.pop_all())
+    raise AssertionError("unreachable: the block returns or raises")
+
+
+def readiness(chats: ChatService, checks: Mapping[str, Ping]) -> Readiness:
+    """Ready when the storage's checks pass and turns are accepted."""
+
+    async def accepting() -> None:
+        if not chats.accepting:
+            raise NotReady("shutting down")
+
+    return Readiness({**checks, "accepting": accepting})
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Build, start, and run until SIGINT or SIGTERM; then stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app = await build_app(settings)
+    await app.start()
+    try:
+        await stop.wait()
+        log.info("signal received; shutting down")
+    finally:
+        await app.stop()
+
+
+__all__ = [
+    "Database", "Storage", "build_app", "open_database", "postgres_storage", "serve_forever",
+]
