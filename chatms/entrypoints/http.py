@@ -71,7 +71,11 @@ def cors(origins: tuple[str, ...]) -> list[Middleware]:
 
 def build_http_app(routes: list[BaseRoute], cors_origins: tuple[str, ...] = ()) -> Starlette:
     """The Starlette app: health routes plus the routes each door contributes."""
-    return Starlette(
+    app = Starlette(
         routes=[Route("/healthz", healthz), *routes],
         middleware=[*cors(cors_origins), Middleware(RequestIdMiddleware)],
     )
+    # A path that does not match is a 404, not a redirect to a guessed one ("/chats/%2F"
+    # would be sent to "/chats/" and on).
+    app.router.redirect_slashes = False
+    return app

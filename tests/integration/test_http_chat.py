@@ -144,6 +144,10 @@ async def test_request_errors(start_app) -> None:
 
         missing = await http.get("/nowhere", headers=AUTH)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        for path in ("/chats/%2F", "/chats/", "/healthz/"):  # not redirected to a guess
+            slashed = await http.get(path, headers=AUTH)
+            assert slashed.status_code == 404, path
+            assert slashed.json()["error"]["code"] == "not_found"
         wrong = await http.get("/chat", headers=AUTH)
         assert wrong.status_code == 405
         assert wrong.json()["error"]["code"] == "method_not_allowed"
