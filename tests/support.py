@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import random
@@ -11,11 +12,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_TOKEN = "test-service-token-3f9c2a"
@@ -161,6 +165,23 @@ class OwnPostgres:
 
     def close(self) -> None:
         self.server.cleanup()
+
+
+async def until(
+    probe: Callable[[], Awaitable[T | None]], what: str, seconds: float = 10.0
+) -> T:
+    """Ask `probe` every 50 ms until it returns something; fail the test if `seconds` pass.
+
+    A wait that runs out is a failure, never a silent return.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:g}s waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 def grpc_target(app: object) -> str:

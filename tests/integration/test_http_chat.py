@@ -9,7 +9,7 @@ import httpx
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.integration.http_client import AUTH, chat_sse, client, fake_settled
-from tests.support import AUTH_TOKEN, new_user
+from tests.support import AUTH_TOKEN, new_user, until
 
 
 async def test_json_turn_and_continuation(start_app, fake_openai: FakeOpenAI) -> None:
@@ -88,16 +88,17 @@ async def test_sse_client_disconnect_cancels_turn(start_app, fake_openai: FakeOp
                 if line.startswith("data: "):
                     chat_id = httpx.Response(200, content=line[6:]).json()["chat_id"]
                     break
-        # The upstream is silent for 1.5 s between deltas: the turn must end well before that.
-        stored: dict[str, object] = {}
-        for _ in range(16):
-            stored = (await http.get(f"/chats/{chat_id}", params={"user_id": user},
-                                     headers=AUTH)).json()
-            if len(stored["messages"]) == 3:  # type: ignore[arg-type]
-                break
-            await asyncio.sleep(0.05)
-    answer = stored["messages"][-1]  # type: ignore[index]
-    assert answer["completion"] == "cancelled" and answer["content"] == "a"
+        async def answered() -> list[dict[str, object]] | None:
+            reply = await http.get(f"/chats/{chat_id}", params={"user_id": user}, headers=AUTH)
+            if reply.status_code == 404:  # a new chat's row may still be on its way
+                return None
+            messages = reply.json()["messages"]
+            return messages if len(messages) == 3 else None
+
+        messages = await until(answered, "the cancelled turn to be stored")
+    # The upstream is silent for 1.5 s between deltas: had the turn not been cancelled, its
+    # stored answer would be the whole "a b", complete.
+    assert messages[-1]["completion"] == "cancelled" and messages[-1]["content"] == "a"
     await fake_settled(fake_openai)
 
 
