@@ -1,0 +1,34 @@
+"""Rolling summaries and titles on the WhatsApp door: the same turn, so the same context."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chatms.domain.context import SUMMARY_HEADING
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.twilio import FakeTwilio, inbound_form, new_sender
+from tests.integration.test_whatsapp import deliver, started, twilio_env
+
+
+async def test_a_long_whatsapp_chat_is_summarised_and_titled(
+    start_app, fake_twilio: FakeTwilio, fake_openai: FakeOpenAI
+) -> None:
+    app = await started(start_app, MODEL_MAX_TOKENS="500", MAX_TOKENS="40",
+                        **twilio_env(fake_twilio))
+    sender = new_sender()
+    for i in range(1, 11):
+        text = f"Tell me about topic-{i} " + "with a few more words of padding " * 4
+        assert (await deliver(app, inbound_form(sender, text))).status_code == 200
+        await fake_twilio.wait_for(sender, i)
+        for _ in range(100):  # the summary of this turn's eviction, if any, lands
+            if all(s.finished for s in fake_openai.whole_requests):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+    [listed] = (await app.chats.chats(sender)).chats
+    assert listed.title == "Tell me about topic-1"
+    chat = await app.chats.chat(sender, listed.id)
+    assert chat.summary is not None and chat.summary.content.startswith("Summary: topic-1")
+    assert len(chat.messages) == 1 + 2 * 10
+    sent = fake_openai.requests[-1].body["messages"]
+    assert sent[1]["role"] == "system" and sent[1]["content"].startswith(SUMMARY_HEADING)
