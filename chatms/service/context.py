@@ -64,6 +64,7 @@ class ContextKeeper:
         self.observers = observers
         self._tasks: set[asyncio.Task[None]] = set()
         self._summarising: set[str] = set()  # chats this process is summarising now
+        self._closing = False
 
     @property
     def summarizing(self) -> bool:
@@ -71,6 +72,8 @@ class ContextKeeper:
 
     def after_turn(self, chat: Chat, turn: PendingTurn, new_chat: bool, prompt_limit: int) -> None:
         """Called once a turn is stored: start what it calls for, never wait for it."""
+        if self._closing:
+            return  # shutting down: the next eviction after a restart catches up
         answer = turn.assistant
         if self.policy.titles and new_chat and answer is not None and answer.content:
             self._start(self._title(chat.id, chat.config.model, turn.user.content,
@@ -78,6 +81,7 @@ class ContextKeeper:
         wanted = bool(turn.erased_seqs) or turn.summary_left_out
         if self.summarizing and wanted and chat.id not in self._summarising:
             target = max(16, min(self.policy.summary_max_tokens, prompt_limit // 4))
+            self._summarising.add(chat.id)  # now, so a turn right behind does not start another
             self._start(self._summary(chat.id, chat.config.model, target,
                                       shorter=turn.summary_left_out))
 
@@ -88,6 +92,7 @@ class ContextKeeper:
 
     async def close(self, grace: float) -> None:
         """Let running jobs finish within `grace` seconds, then cancel the rest."""
+        self._closing = True
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
@@ -102,7 +107,6 @@ class ContextKeeper:
         model = self.policy.summary_model or chat_model
         claim = Lease(str(uuid.uuid4()), self.policy.summary_timeout + 10)
         usage = Usage()
-        self._summarising.add(chat_id)
         try:
             if not await self.store.claim_summary(chat_id, claim):
                 self._report("summary", chat_id, "busy", usage, started)

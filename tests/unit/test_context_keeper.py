@@ -110,11 +110,13 @@ async def test_an_eviction_folds_into_a_summary_in_the_background() -> None:
 async def test_a_failed_summary_is_counted_and_the_next_folds_everything_since() -> None:
     store = MemoryContextStore(items(1, 2))
     model = ScriptedModel(UpstreamUnavailable("down"), "", "Summary two")
-    k, reports = keeper(store, model)
+    reports: list[ContextReport] = []
     chat, turn = evicting_turn()
-    for _ in range(3):
+    for _ in range(3):  # three turns, each after the previous summary attempt ended
+        k, mine = keeper(store, model)
         k.after_turn(chat, turn, new_chat=False, prompt_limit=47)
         await k.close(5)
+        reports += mine
         store.evicted += items(store.evicted[-1].seq + 1)
     assert [r.outcome for r in reports] == ["error", "empty", "ok"]
     assert reports[0].error == "UpstreamUnavailable" and store.claim is None
@@ -163,3 +165,15 @@ async def test_shutdown_cancels_a_job_that_outlives_the_grace_and_frees_the_clai
     assert store.claim is not None
     await k.close(0.05)
     assert not store.summaries and store.claim is None
+
+
+async def test_turns_right_behind_each_other_start_one_summary() -> None:
+    store, model = MemoryContextStore(items(1, 2)), ScriptedModel("one", "two")
+    k, reports = keeper(store, model)
+    chat, turn = evicting_turn()
+    k.after_turn(chat, turn, new_chat=False, prompt_limit=47)
+    k.after_turn(chat, turn, new_chat=False, prompt_limit=47)  # before the first job ran
+    await k.close(5)
+    assert len(model.calls) == 1 and [r.outcome for r in reports] == ["ok"]
+    k.after_turn(chat, turn, new_chat=False, prompt_limit=47)  # shutting down: nothing new
+    assert len(model.calls) == 1
