@@ -1,7 +1,7 @@
 // One conversation: opening a chat, sending with a streamed answer, stopping, ending.
 
 import {
-  $, completionNote, describeError, messageView, systemView,
+  $, completionNote, describeError, messageView, noAnswerNote, systemView,
 } from "./view.js";
 import { bumpChat, bumpEnded, findItem, markSelected } from "./chatlist.js";
 import { handleAuth, state } from "./state.js";
@@ -63,7 +63,10 @@ function showMessages(messages) {
       continue;
     }
     const view = messageView(m);
-    if (m.role === "assistant") view.setNote(completionNote(m.completion, m.finish_reason));
+    if (m.role === "assistant") {
+      view.setNote(m.content ? completionNote(m.completion, m.finish_reason)
+        : noAnswerNote(m.completion));
+    }
     $("messages").append(view.article);
   }
   scrollToEnd();
@@ -150,8 +153,14 @@ export async function send(event) {
     if (err.name === "AbortError") {
       answer.setNote(content ? completionNote("cancelled") : "Stopped before any answer.");
     } else if (!handleAuth(err)) {
-      if (!content) answer.article.remove();
-      if (!content && !input.value) input.value = text; // ready to send again
+      if (content) {
+        answer.setNote(partialNote(err));
+      } else { // nothing came back: the question returns to the box, ready to send again
+        question.article.remove();
+        answer.article.remove();
+        $("empty").hidden = $("messages").querySelector(".msg") !== null;
+        if (!input.value) input.value = text;
+      }
       if (state.current.id === chatAtStart || state.turn === mine) showError(describeError(err));
     }
   } finally {
@@ -162,6 +171,13 @@ export async function send(event) {
       if (state.api) input.focus();
     }
   }
+}
+
+// Why an answer that failed midway is partial, as its stored completion will say.
+function partialNote(err) {
+  if (err.code === "upstream_timeout") return completionNote("timeout");
+  if (String(err.code).startsWith("upstream_")) return completionNote("upstream_error");
+  return "The answer was cut off; what arrived is shown.";
 }
 
 // The turn named its chat: a new chat joins the list and the address; an old one moves up.

@@ -34,6 +34,16 @@ export function completionNote(completion, finishReason) {
   return FINISH_NOTES[finishReason] || null;
 }
 
+// A stored question that got no answer at all (refused, stopped or failed before it began).
+export function noAnswerNote(completion) {
+  const why = {
+    cancelled: "it was stopped before it began", stopped: "it was stopped before it began",
+    timeout: "the model did not answer in time", shutdown: "the server was restarting",
+    interrupted: "the server stopped",
+  }[completion] || "the model could not answer";
+  return `No answer: ${why}. This question is not sent to the model again.`;
+}
+
 // A message of the conversation; returns its element and a function to update the answer.
 export function messageView({ role, content, erased = false }) {
   const article = el("article", `msg ${role === "user" ? "user" : "assistant"}`);

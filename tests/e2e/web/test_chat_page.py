@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import expect
 
-from tests.e2e.web.conftest import Browsing
+from tests.e2e.web.conftest import Browsing, screenshot
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.support import AUTH_TOKEN, ServeProcess
 
@@ -106,6 +106,7 @@ def test_stop_ends_the_answer_midway_and_the_partial_is_kept(
     expect(web.page.locator(".msg.assistant .note").last).to_have_text(
         "Stopped — the partial answer was kept.")
     expect(web.field("Message")).to_be_enabled()
+    screenshot(web.page, "stopped")
 
     deadline = time.monotonic() + 10
     while fake_openai.requests[-1].closed_early_at is None:
@@ -181,6 +182,7 @@ def test_errors_appear_inline_in_words(
     web.send("x" * 2001)  # the server under test allows 2000 characters
     expect(alert).to_contain_text("Your message is too long")
     expect(web.field("Message")).to_have_value("x" * 2001)  # kept, ready to shorten
+    expect(web.page.locator("#messages .msg")).to_have_count(0)  # it went back to the box
 
     fake_openai.queue(Script(status=503))
     web.send("is anyone there?")
@@ -203,9 +205,39 @@ def test_errors_appear_inline_in_words(
     web.send("second")
     expect(alert).to_have_text("This chat is still answering another message. "
                                "Wait until it finishes, then send again.")
+    screenshot(web.page, "busy-error")
     other.join(30)
     for text in alert.all_text_contents():
         assert "{" not in text and "error" not in text.lower()
+
+
+def test_answers_cut_short_say_why_live_and_in_the_history(
+    web: Browsing, fake_openai: FakeOpenAI
+) -> None:
+    notes = web.page.locator("#messages .msg.assistant .note")
+    web.sign_in()
+    fake_openai.queue(Script(pieces=["Half", " an", " answer"], finish_reason="length"))
+    web.send("Say a lot")
+    web.wait_idle()
+    expect(notes.last).to_have_text("Cut short: the answer reached its token limit.")
+    fake_openai.queue(Script(pieces=["Partly", " there", " and", " then"], cut_after=2))
+    web.send("Go on")
+    web.wait_idle()
+    expect(web.answers().last).to_have_text("Partly there")
+    expect(notes.last).to_have_text("The model failed mid-answer — the partial answer was kept.")
+    expect(web.page.locator("#chat-error")).to_contain_text("The model could not answer")
+    screenshot(web.page, "cut-short")
+    fake_openai.queue(Script(status=503))
+    web.send("Anyone?")
+    expect(web.field("Message")).to_have_value("Anyone?")  # no answer: back in the box
+
+    web.page.reload()
+    expect(web.answers()).to_have_count(3)
+    expect(notes).to_have_text([
+        "Cut short: the answer reached its token limit.",
+        "The model failed mid-answer — the partial answer was kept.",
+        "No answer: the model could not answer. This question is not sent to the model again.",
+    ])
 
 
 def test_the_chat_list_pages_in_as_it_is_scrolled(
