@@ -147,7 +147,7 @@ export async function send(event) {
     });
     content = done.content;
     paint();
-    answer.setNote(completionNote(null, done.finish_reason));
+    answer.setNote(completionNote(done.completion, done.finish_reason));
   } catch (err) {
     paint();
     if (err.name === "AbortError") {

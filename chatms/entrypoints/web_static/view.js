@@ -20,7 +20,7 @@ const COMPLETION_NOTES = {
   timeout: "Timed out — the partial answer was kept.",
   shutdown: "Cut off by a server restart — the partial answer was kept.",
   interrupted: "Cut off when the server stopped — the partial answer was kept.",
-  too_long: "Cut at the answer length limit.",
+  too_long: "Cut at the longest answer this service keeps.",
 };
 const FINISH_NOTES = {
   length: "Cut short: the answer reached its token limit.",

@@ -66,7 +66,8 @@ def web_server(
     database_url: str, fake_openai_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
     """One `chatms serve` for the browser tests; each test signs in as a user of its own."""
-    env = base_env(database_url, fake_openai_server.base_url, MAX_MESSAGE_CHARS="2000")
+    env = base_env(database_url, fake_openai_server.base_url, MAX_MESSAGE_CHARS="2000",
+                   MAX_ANSWER_CHARS="3000")
     proc = ServeProcess(env, tmp_path_factory.mktemp("web") / "serve.log").start()
     yield proc
     proc.kill()

@@ -230,14 +230,20 @@ def test_answers_cut_short_say_why_live_and_in_the_history(
     fake_openai.queue(Script(status=503))
     web.send("Anyone?")
     expect(web.field("Message")).to_have_value("Anyone?")  # no answer: back in the box
+    fake_openai.queue(Script(pieces=["y" * 2000, "z" * 2000]))  # the server keeps 3000
+    web.send("Anyone?")
+    web.wait_idle()
+    expect(notes.last).to_have_text("Cut at the longest answer this service keeps.")
 
     web.page.reload()
-    expect(web.answers()).to_have_count(3)
+    expect(web.answers()).to_have_count(4)
     expect(notes).to_have_text([
         "Cut short: the answer reached its token limit.",
         "The model failed mid-answer — the partial answer was kept.",
         "No answer: the model could not answer. This question is not sent to the model again.",
+        "Cut at the longest answer this service keeps.",
     ])
+    assert len((web.answers().last.text_content() or "").strip()) == 3000
 
 
 def test_the_chat_list_pages_in_as_it_is_scrolled(
