@@ -159,6 +159,7 @@ class FakeOpenAI(LoopbackFake):
         seen = Seen(request.headers, body, time.monotonic())
         self.requests.append(seen)
         if script.status != 200:
+            seen.finished, seen.finished_at = True, time.monotonic()  # a whole reply, at once
             headers = {"retry-after": script.retry_after} if script.retry_after else {}
             return _error(script.status, script.error_code, "Fake failure", headers)
         pieces = script.pieces

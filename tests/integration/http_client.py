@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from tests.fakes.openai import FakeOpenAI
-from tests.support import AUTH_TOKEN
+from tests.support import AUTH_TOKEN, until
 
 AUTH = {"authorization": AUTH_TOKEN}
 
@@ -35,12 +35,14 @@ async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def fake_settled(fake: FakeOpenAI, seconds: float = 5) -> None:
-    """Wait until the fake's last answer has finished or noticed its client left."""
+    """Wait until the fake's last answer has finished or noticed its client left; fail the
+    test if it has not within `seconds`."""
     seen = fake.requests[-1]
-    for _ in range(int(seconds / 0.05)):
-        if seen.finished or seen.closed_early_at is not None:
-            return
-        await asyncio.sleep(0.05)
+
+    async def settled() -> bool | None:
+        return True if seen.finished or seen.closed_early_at is not None else None
+
+    await until(settled, "the fake upstream's last answer to end", seconds)
 
 
 @dataclass

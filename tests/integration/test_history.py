@@ -41,6 +41,13 @@ async def test_grpc_history_pages_messages_and_end(start_app) -> None:
     rest = await unary(app, "ListChats", user_id=user, limit=2, cursor=page.next_cursor)
     assert [c.chat_id for c in rest.chats] == [ids[1]] and rest.next_cursor == ""
 
+    # One chat more: the last page now holds exactly `limit` chats, and says it is the last.
+    ids.append((await chat_stream(target(app), user, "fourth chat")).chat_id)
+    page = await unary(app, "ListChats", user_id=user, limit=2)
+    assert [c.chat_id for c in page.chats] == [ids[3], ids[0]] and page.next_cursor
+    rest = await unary(app, "ListChats", user_id=user, limit=2, cursor=page.next_cursor)
+    assert [c.chat_id for c in rest.chats] == [ids[2], ids[1]] and rest.next_cursor == ""
+
     got = await unary(app, "GetChat", user_id=user, chat_id=ids[0])
     assert got.status == "active"
     assert [(m.seq, m.role, m.content) for m in got.messages] == [

@@ -20,6 +20,7 @@ from tests.fakes.twilio import (
     new_sender,
     sign,
 )
+from tests.support import until
 
 PATH = "/webhooks/twilio/whatsapp"
 
@@ -63,6 +64,24 @@ async def stored(app: Any, message_sid: str) -> Any:
         " WHERE channel = 'whatsapp' AND message_id = $1", message_sid)
 
 
+async def settled(app: Any, message_sid: str, within: float = 15) -> Any:
+    """The message's row once it is done or failed; a row still open then fails the test.
+
+    A settled row is never claimed again: nothing more is sent for it after this.
+    """
+
+    async def closed() -> Any:
+        row = await stored(app, message_sid)
+        return row if row is not None and row["status"] in ("done", "failed") else None
+
+    return await until(closed, f"message {message_sid} to be settled", within)
+
+
+async def rows_of(app: Any, sender: str) -> int:
+    return await app.storage.database.pool.fetchval(
+        "SELECT count(*) FROM inbound_messages WHERE channel = 'whatsapp' AND sender = $1", sender)
+
+
 async def test_normal_exchange(start_app, fake_twilio: FakeTwilio) -> None:
     """A signed message is acknowledged with empty TwiML and answered through the REST API."""
     app = await started(start_app, **twilio_env(fake_twilio))
@@ -73,11 +92,7 @@ async def test_normal_exchange(start_app, fake_twilio: FakeTwilio) -> None:
     assert reply.headers["content-type"].startswith("text/xml")
     [post] = await fake_twilio.wait_for(sender, 1)
     assert post.form == {"From": OUR_NUMBER, "To": sender, "Body": "You said: hello there"}
-    for _ in range(50):  # the row is closed right after the send is recorded
-        row = await stored(app, form["MessageSid"])
-        if row["status"] == "done":
-            break
-        await asyncio.sleep(0.05)
+    row = await settled(app, form["MessageSid"])  # closed right after the send is recorded
     assert (row["status"], row["parts_sent"]) == ("done", 1)
     sid = await app.storage.database.pool.fetchval(
         "SELECT o.provider_id FROM outbound_parts o JOIN inbound_messages m ON m.id = o.inbound_id"
@@ -143,8 +158,11 @@ async def test_duplicate_message_sid_is_answered_once(
     second = inbound_form(sender, "twice")
     replies += await asyncio.gather(*(deliver(app, second) for _ in range(4)))
     assert [r.status_code for r in replies] == [200] * 6
-    posts = await fake_twilio.wait_for(sender, 2)
-    await asyncio.sleep(1.0)  # room for a wrong second answer to show up
+    await fake_twilio.wait_for(sender, 2)
+    # Both rows settled and no third row: no further answer can be sent for this sender.
+    for form in (first, second):
+        assert (await settled(app, form["MessageSid"]))["status"] == "done"
+    assert await rows_of(app, sender) == 2
     posts = fake_twilio.sent_to(sender)
     assert [p.form["Body"] for p in posts] == ["You said: once", "You said: twice"]
     assert len(fake_openai.requests) == 2
@@ -160,10 +178,12 @@ async def test_long_answer_arrives_in_ordered_parts(
     answer = (answer + " " + "tail words " * 200)[:4000]
     fake_openai.queue(Script(pieces=[answer[i:i + 7] for i in range(0, 4000, 7)]))
     sender = new_sender()
-    assert (await deliver(app, inbound_form(sender, "tell me a lot"))).status_code == 200
-    posts = await fake_twilio.wait_for(sender, 4)
-    await asyncio.sleep(0.3)
-    bodies = [p.form["Body"] for p in fake_twilio.sent_to(sender)]
+    form = inbound_form(sender, "tell me a lot")
+    assert (await deliver(app, form)).status_code == 200
+    await fake_twilio.wait_for(sender, 4)
+    assert (await settled(app, form["MessageSid"]))["parts_sent"] == 4  # and no fifth part
+    posts = fake_twilio.sent_to(sender)
+    bodies = [p.form["Body"] for p in posts]
     assert all(len(b) <= 1600 for b in bodies)
     assert "".join("".join(bodies).split()) == "".join(answer.split())
     # Two paragraphs do not fit in one part, so each part is one paragraph, in order.
@@ -246,11 +266,7 @@ async def test_twilio_failures_are_retried_or_recorded(
     fake_twilio.fail_next(400)
     refused = inbound_form(sender, "refused")
     assert (await deliver(app, refused)).status_code == 200
-    for _ in range(100):
-        row = await stored(app, refused["MessageSid"])
-        if row["status"] == "failed":
-            break
-        await asyncio.sleep(0.05)
+    row = await settled(app, refused["MessageSid"])
     assert row["status"] == "failed" and "HTTP 400" in row["last_error"]
     assert len(fake_twilio.sent_to(sender)) == 1
 
