@@ -37,7 +37,8 @@ from chatms.entrypoints.grpc import ChatGrpcService, require_token, tag_requests
 from chatms.entrypoints.grpc_codec import GuardedProtoCodec
 from chatms.entrypoints.health import NotReady, Ping, Readiness, grpc_health
 from chatms.entrypoints.http import build_http_app, ops_routes
-from chatms.entrypoints.http_chat import chat_routes, json_errors
+from chatms.entrypoints.http_chat import chat_routes
+from chatms.entrypoints.http_errors import json_errors
 from chatms.entrypoints.reflection import with_reflection
 from chatms.entrypoints.web import web_routes
 from chatms.entrypoints.whatsapp import CHANNEL as WHATSAPP

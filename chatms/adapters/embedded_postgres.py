@@ -26,7 +26,7 @@ class EmbeddedPostgres:
 
         self.pgdata = self.pgdata.resolve()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        get_server = pgserver.get_server  # type: ignore[attr-defined]
+        get_server = pgserver.get_server  # type: ignore[attr-defined]  # pgserver: untyped export
         self._server = get_server(self.pgdata, cleanup_mode="stop")
         log.info("embedded PostgreSQL running in %s", self.pgdata)
         return str(self._server.get_uri())

@@ -14,19 +14,23 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from chatms.adapters.openai_errors import (
+    error_code,
+    error_for_status,
+    error_message,
+    redact,
+    retry_after,
+)
 from chatms.adapters.sse import EventTooLarge, SSEDecoder
 from chatms.config import UpstreamSettings
 from chatms.domain.budget import token_count
 from chatms.domain.errors import (
     NotConfigured,
     UpstreamError,
-    UpstreamRateLimited,
-    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -71,64 +75,6 @@ def request_body(config: ChatConfig, messages: Sequence[tuple[str, str]]) -> dic
     return body
 
 
-def _error_message(body: bytes) -> str:
-    """The upstream's own message, trimmed; never echoes our request or headers."""
-    try:
-        error = json.loads(body)["error"]
-        text = str(error.get("message") or error.get("code") or "")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        text = ""
-    return text[:300]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
-
-
-def _error_code(body: bytes) -> str:
-    """The upstream's error code ("rate_limit_exceeded"), safe to show a client."""
-    try:
-        error = json.loads(body)["error"]
-        code = str(error.get("code") or error.get("type") or "")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return ""
-    return code if code.replace("_", "").isalnum() and len(code) <= 64 else ""
-
-
-def error_for_status(status: int, body: bytes) -> UpstreamError:
-    """The domain error for an upstream status.
-
-    Clients get the status and the upstream's error code only: OpenAI's own text can name
-    the organization or quote part of the key. The text goes to our log instead.
-    """
-    detail = _error_message(body)
-    if detail:
-        log.warning("upstream answered HTTP %d: %s", status, detail)
-    code = _error_code(body)
-    suffix = f" ({code})" if code else ""
-    if status == 429:
-        return UpstreamRateLimited(f"upstream rate limit reached{suffix}")
-    if status in (401, 403):
-        # OpenAI's own text quotes part of the key: it is not passed on.
-        return UpstreamRejected(f"upstream rejected the credentials (HTTP {status}){suffix}")
-    if status == 408:
-        return UpstreamTimeout(f"upstream timed out (HTTP 408){suffix}")
-    if status >= 500:
-        return UpstreamUnavailable(f"upstream failed (HTTP {status}){suffix}")
-    return UpstreamRejected(f"upstream rejected the request (HTTP {status}){suffix}")
-
-
 def _httpcore_connection(response: httpx.Response) -> Any:
     """The HTTP/1.1 connection under a streamed response, or None if httpx's layout differs."""
     stream = getattr(response.stream, "_stream", None)  # httpx's BoundAsyncStream
@@ -148,10 +94,6 @@ async def abandon_connection(response: httpx.Response) -> None:
     connection = _httpcore_connection(response)
     if connection is not None and not connection.is_closed():
         await connection.aclose()
-
-
-def redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "[redacted]") if secret else text
 
 
 class _Retry(Exception):
@@ -252,7 +194,7 @@ class OpenAIClient:
                     body = await response.aread()
                     error = error_for_status(response.status_code, body)
                     if response.status_code == 429 or response.status_code >= 500:
-                        raise _Retry(error, _retry_after(response))
+                        raise _Retry(error, retry_after(response))
                     raise error
                 encoded = response.headers.get("content-encoding", "identity") != "identity"
                 chunks = response.aiter_bytes() if encoded else response.aiter_raw()
@@ -342,8 +284,8 @@ class OpenAIClient:
             if not isinstance(chunk, dict):
                 continue
             if chunk.get("error"):
-                log.warning("upstream error mid-stream: %s", _error_message(data))
-                code = _error_code(data)
+                log.warning("upstream error mid-stream: %s", error_message(data))
+                code = error_code(data)
                 raise UpstreamUnavailable(
                     "upstream reported an error mid-stream" + (f" ({code})" if code else "")
                 )

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from chatms.adapters.openai import error_for_status, redact
+from chatms.adapters.openai_errors import error_for_status, redact
 from chatms.config import UpstreamSettings
 from chatms.domain.errors import NotConfigured, UpstreamTimeout, UpstreamUnavailable
 from chatms.domain.model import Usage

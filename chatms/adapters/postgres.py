@@ -7,20 +7,20 @@ Both are single statements, so each is atomic and one round trip.
 
 from __future__ import annotations
 
-import base64
-import uuid
-from datetime import datetime
-from typing import Any
-
 import asyncpg
 
+from chatms.adapters.pg_rows import (
+    config_from_json,
+    config_to_json,
+    decode_cursor,
+    encode_cursor,
+    summary_from,
+)
 from chatms.adapters.pgpool import Connections
 from chatms.config import DatabaseSettings
-from chatms.domain.context import Summary
-from chatms.domain.errors import ChatBusy, ChatEnded, ChatNotFound, InvalidInput, Unavailable
+from chatms.domain.errors import ChatBusy, ChatEnded, ChatNotFound, Unavailable
 from chatms.domain.model import (
     Chat,
-    ChatConfig,
     ChatStatus,
     Completion,
     Message,
@@ -127,53 +127,6 @@ WHERE c.id = $1 AND c.owner_id = $2 ORDER BY m.seq
 """
 
 
-def _config_to_json(config: ChatConfig) -> dict[str, Any]:
-    return {
-        "model": config.model,
-        "temperature": config.temperature,
-        "top_p": config.top_p,
-        "max_tokens": config.max_tokens,
-        "stop": list(config.stop),
-        "presence_penalty": config.presence_penalty,
-        "frequency_penalty": config.frequency_penalty,
-    }
-
-
-def _config_from_json(data: dict[str, Any]) -> ChatConfig:
-    return ChatConfig(
-        model=data["model"],
-        temperature=data["temperature"],
-        top_p=data["top_p"],
-        max_tokens=data["max_tokens"],
-        stop=tuple(data["stop"]),
-        presence_penalty=data["presence_penalty"],
-        frequency_penalty=data["frequency_penalty"],
-    )
-
-
-def _summary_from(row: asyncpg.Record) -> Summary | None:
-    if row["summary_version"] is None:
-        return None
-    return Summary(
-        row["summary_content"], row["summary_through"], row["summary_tokens"],
-        row["summary_version"], row["summary_model"],
-    )
-
-
-def _encode_cursor(updated_at: datetime, chat_id: str) -> str:
-    raw = f"{updated_at.isoformat()}|{chat_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, chat_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), str(uuid.UUID(chat_id))
-    except ValueError:
-        raise InvalidInput("cursor is not valid") from None
-
-
 class PostgresChatRepository:
     def __init__(self, pool: asyncpg.Pool, settings: DatabaseSettings | None = None) -> None:
         self._conn = Connections(pool, settings)
@@ -185,7 +138,7 @@ class PostgresChatRepository:
         async def insert() -> None:
             async with self._conn() as conn:
                 await conn.execute(
-                    _CREATE, chat.id, chat.owner, _config_to_json(chat.config), lease.token,
+                    _CREATE, chat.id, chat.owner, config_to_json(chat.config), lease.token,
                     lease.seconds, chat.system.content, chat.system.tokens,
                 )
 
@@ -219,9 +172,9 @@ class PostgresChatRepository:
             await self.release(chat_id, lease)
             raise ChatNotFound()
         return Chat(
-            id=chat_id, owner=owner, config=_config_from_json(row["config"]),
+            id=chat_id, owner=owner, config=config_from_json(row["config"]),
             system=messages[0], live=messages[1:], next_seq=row["next_seq"],
-            summary=_summary_from(row),
+            summary=summary_from(row),
         )
 
     async def commit_turn(self, chat: Chat, turn: PendingTurn, lease: Lease) -> None:
@@ -269,7 +222,7 @@ class PostgresChatRepository:
             )
 
     async def list_chats(self, owner: str, limit: int, cursor: str | None) -> ChatPage:
-        after = _decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor) if cursor else None
         async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT id, status, title, message_count, created_at, updated_at FROM chats"
@@ -286,7 +239,7 @@ class PostgresChatRepository:
             for r in rows[:limit]
         ]
         more = len(rows) > limit
-        return ChatPage(chats, _encode_cursor(chats[-1].updated_at, chats[-1].id) if more else None)
+        return ChatPage(chats, encode_cursor(chats[-1].updated_at, chats[-1].id) if more else None)
 
     async def messages(self, chat_id: str, owner: str) -> list[StoredMessage]:
         return (await self.chat(chat_id, owner)).messages

@@ -19,7 +19,6 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import tiktoken
 
@@ -59,21 +58,22 @@ class ModelCounters:
 
 
 def _in_thread(name: str, timeout: float) -> tiktoken.Encoding:
-    box: dict[str, Any] = {}
+    box: dict[str, tiktoken.Encoding] = {}
+    failed: list[BaseException] = []
 
     def target() -> None:
         try:
             box["encoding"] = tiktoken.get_encoding(name)
         except BaseException as exc:  # handed back to the caller below
-            box["error"] = exc
+            failed.append(exc)
 
     thread = threading.Thread(target=target, name="tiktoken-load", daemon=True)
     thread.start()
     thread.join(timeout)
     if "encoding" in box:
-        return box["encoding"]  # type: ignore[no-any-return]
-    if "error" in box:
-        raise box["error"]
+        return box["encoding"]
+    if failed:
+        raise failed[0]
     raise TimeoutError(f"loading the encoding took more than {timeout:g}s")
 
 

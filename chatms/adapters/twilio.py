@@ -58,7 +58,7 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships 
         response = await self.http.request(
             method.upper(),
             rebase(uri, self.base_url),
-            params=params,  # type: ignore[arg-type]
+            params=params,  # type: ignore[arg-type]  # twilio's dict vs httpx's QueryParamTypes
             data=data,
             headers=headers,
             auth=auth,

@@ -1,7 +1,7 @@
 """The HTTP chat door: `POST /chat` (JSON or Server-Sent Events) and the history routes.
 
 Thin like the gRPC door: every turn runs through `ChatService.turn`, and domain errors map
-to HTTP statuses in the one table below.
+to HTTP statuses in the one table in `http_errors.py`.
 """
 
 from __future__ import annotations
@@ -12,33 +12,20 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatms.domain import errors
 from chatms.entrypoints.auth import TokenCheck
-from chatms.service.chats import ChatService, parse_chat_id
-
-# Most specific first: the first matching class decides (status, code).
-# UpstreamUnavailable is 502: the upstream failed us; 503 is kept for our own unavailability.
-HTTP_STATUS_FOR: tuple[tuple[type[errors.ChatError], int, str], ...] = (
-    (errors.MessageTooLarge, 413, "message_too_large"),
-    (errors.PayloadTooLarge, 413, "payload_too_large"),
-    (errors.InvalidInput, 400, "invalid_argument"),
-    (errors.ChatNotFound, 404, "not_found"),
-    (errors.ChatEnded, 409, "chat_ended"),
-    (errors.ChatBusy, 409, "chat_busy"),
-    (errors.NotConfigured, 503, "not_configured"),
-    (errors.Unavailable, 503, "unavailable"),
-    (errors.UpstreamRateLimited, 429, "upstream_rate_limited"),
-    (errors.UpstreamTimeout, 504, "upstream_timeout"),
-    (errors.UpstreamRejected, 502, "upstream_rejected"),
-    (errors.UpstreamUnavailable, 502, "upstream_unavailable"),
+from chatms.entrypoints.http_errors import (
+    chat_error_response,
+    error_body,
+    error_response,
+    http_error,
 )
+from chatms.service.chats import ChatService, parse_chat_id
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -47,27 +34,6 @@ SSE_HEADERS = [
 ]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 DEFAULT_PAGE = 20
-
-
-def http_error(exc: errors.ChatError) -> tuple[int, str]:
-    for kind, status, code in HTTP_STATUS_FOR:
-        if isinstance(exc, kind):
-            return status, code
-    return 500, "internal"
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"www-authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
-
-
-def chat_error_response(exc: errors.ChatError) -> JSONResponse:
-    status, code = http_error(exc)
-    return error_response(status, code, str(exc))
 
 
 def _json(obj: dict[str, Any]) -> bytes:
@@ -175,13 +141,14 @@ class TurnExchange:
         await send({"type": "http.response.body", "body": _json(obj), "more_body": False})
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+# Starlette runs whatever ASGI app an endpoint returns: a Response, or a TurnExchange.
+Endpoint = Callable[[Request], Awaitable[Response | ASGIApp]]
 
 
 def _guarded(endpoint: Endpoint) -> Endpoint:
     """Turn domain errors raised before a response exists into JSON errors."""
 
-    async def guarded(request: Request) -> Response:
+    async def guarded(request: Request) -> Response | ASGIApp:
         try:
             return await endpoint(request)
         except errors.ChatError as exc:
@@ -242,7 +209,7 @@ class HttpChat:
             raise errors.InvalidInput("request body must be a JSON object")
         return data
 
-    async def chat(self, request: Request) -> Response:
+    async def chat(self, request: Request) -> Response | ASGIApp:
         if not self._authorized(request):
             return _unauthorized()
         data = await self._body(request)
@@ -254,8 +221,7 @@ class HttpChat:
         # Checked here too, so bad input is refused before the exchange starts.
         self.chats.validate(user_id, chat_id, text, model)
         sse = "text/event-stream" in request.headers.get("accept", "")
-        return TurnExchange(  # type: ignore[return-value]
-            self.chats, user_id, chat_id, text, sse, model or None)
+        return TurnExchange(self.chats, user_id, chat_id, text, sse, model or None)
 
     async def list_chats(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -321,24 +287,3 @@ def _unauthorized() -> JSONResponse:
 def chat_routes(chats: ChatService, tokens: TokenCheck, max_body_bytes: int) -> list[BaseRoute]:
     """The chat and history routes, for the HTTP app's `routes` list."""
     return HttpChat(chats, tokens, max_body_bytes).routes()
-
-
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    response = error_response(exc.status_code, code, str(exc.detail))
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-async def _internal(request: Request, exc: Exception) -> Response:
-    # Starlette logs the exception; the client gets no trace and no detail.
-    return error_response(500, "internal", "internal error")
-
-
-def json_errors(app: Starlette) -> Starlette:
-    """Unknown paths, wrong methods and crashes answer the same JSON error shape."""
-    app.add_exception_handler(HTTPException, _http_exception)
-    app.add_exception_handler(Exception, _internal)
-    return app

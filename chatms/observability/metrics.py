@@ -54,6 +54,13 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        self._turn_metrics(r)
+        self._storage_metrics(r)
+        self._context_metrics(r)
+        self._streams = _StreamsInFlight()
+        r.register(self._streams)
+
+    def _turn_metrics(self, r: CollectorRegistry) -> None:
         self.turns = Counter(
             "chatms_turns", "Turns ended, by transport and outcome",
             ["transport", "outcome"], registry=r,
@@ -78,6 +85,9 @@ class Metrics:
             "chatms_completion_tokens", "Completion tokens reported by the model provider",
             ["transport"], registry=r,
         )
+
+    def _storage_metrics(self, r: CollectorRegistry) -> None:
+        """PostgreSQL statements and inbound answers given up on."""
         self.query_duration = Histogram(
             "chatms_db_query_duration_seconds", "PostgreSQL statement latency, by first keyword",
             ["statement"], buckets=QUERY_BUCKETS, registry=r,
@@ -93,6 +103,9 @@ class Metrics:
         )
         for reason in ("refused", "deadline"):  # shown at 0 before the first failure
             self.whatsapp_undelivered.labels(reason)
+
+    def _context_metrics(self, r: CollectorRegistry) -> None:
+        """Summaries and titles."""
         self.summaries = Counter(
             "chatms_summaries", "Rolling summary attempts, by outcome (ok, error, timeout,"
             " empty, busy, stale)", ["outcome"], registry=r,
@@ -104,8 +117,6 @@ class Metrics:
         self.titles = Counter(
             "chatms_titles", "Title attempts, by outcome", ["outcome"], registry=r,
         )
-        self._streams = _StreamsInFlight()
-        r.register(self._streams)
 
     def watch_streams(self, source: Mapping[str, int]) -> None:
         """Report `source` (transport -> turns in flight) as the streams-in-flight gauge."""
