@@ -60,6 +60,12 @@ export function bumpChat(chatId, title) {
   markSelected();
 }
 
+// The chat's title changed (chatms writes one after the first exchange).
+export function retitle(chatId, title) {
+  const shown = findItem(chatId)?.querySelector(".chat-item-title");
+  if (shown && title) shown.textContent = title;
+}
+
 export function markSelected() {
   for (const li of $("chat-list").children) {
     const button = li.firstElementChild;

@@ -3,10 +3,11 @@
 import {
   $, completionNote, describeError, messageView, noAnswerNote, systemView,
 } from "./view.js";
-import { bumpChat, bumpEnded, findItem, markSelected } from "./chatlist.js";
+import { bumpChat, bumpEnded, findItem, markSelected, retitle } from "./chatlist.js";
 import { handleAuth, state } from "./state.js";
 
 const HINT = "Enter sends · Shift+Enter adds a line";
+const TITLE_AFTER_MS = 3000; // chatms asks the model for a title once the first answer is in
 
 export function chatIdFromHash() {
   const match = /^#chat=([0-9a-fA-F-]{36})$/.exec(location.hash);
@@ -21,6 +22,7 @@ function resetConversation(title) {
   $("messages").replaceChildren($("empty"));
   $("empty").hidden = false;
   $("chat-title").textContent = title;
+  $("chat-model").textContent = "";
   showError("");
   showSidebar(false);
 }
@@ -46,6 +48,7 @@ export async function openChat(chatId) {
     const chat = await state.api.getChat(chatId);
     if (state.current.id !== chatId) return; // another chat was opened meanwhile
     state.current.status = chat.status;
+    showHeading(chat);
     showMessages(chat.messages);
   } catch (err) {
     if (!handleAuth(err) && state.current.id === chatId) showError(describeError(err));
@@ -53,10 +56,27 @@ export async function openChat(chatId) {
   updateControls();
 }
 
+function showHeading(chat) {
+  const firstQuestion = chat.messages.find((m) => m.role === "user");
+  const title = chat.title || firstQuestion?.content.slice(0, 120);
+  if (title) $("chat-title").textContent = title;
+  $("chat-model").textContent = chat.model || "";
+  retitle(chat.chat_id, chat.title);
+}
+
+// A new chat gets its title a moment after its first answer: show it once it is there.
+async function refreshTitle(chatId) {
+  try {
+    const chat = await state.api.getChat(chatId);
+    retitle(chatId, chat.title);
+    if (state.current.id === chatId && !state.turn) showHeading(chat);
+  } catch {
+    // only cosmetic: the title shows on the next load of the list
+  }
+}
+
 function showMessages(messages) {
   $("empty").hidden = messages.some((m) => m.role !== "system");
-  const firstQuestion = messages.find((m) => m.role === "user");
-  if (firstQuestion) $("chat-title").textContent = firstQuestion.content.slice(0, 120);
   for (const m of messages) {
     if (m.role === "system") {
       $("messages").append(systemView(m.content));
@@ -148,6 +168,7 @@ export async function send(event) {
     content = done.content;
     paint();
     answer.setNote(completionNote(done.completion, done.finish_reason));
+    if (!chatAtStart) setTimeout(() => state.api && refreshTitle(done.chat_id), TITLE_AFTER_MS);
   } catch (err) {
     paint();
     if (err.name === "AbortError") {

@@ -11,7 +11,7 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.e2e.web.conftest import Browsing, screenshot
-from tests.fakes.openai import FakeOpenAI, Script
+from tests.fakes.openai import FakeOpenAI, Script, WholeScript
 from tests.support import AUTH_TOKEN, ServeProcess
 
 HEADERS = {"authorization": AUTH_TOKEN}
@@ -56,9 +56,13 @@ def test_answer_grows_over_several_moments_then_the_chat_survives_a_reload(
     pieces = ["Streaming", " answers", " arrive", " piece", " by", " piece", " over", " several",
               " moments", "."]
     fake_openai.queue(Script(pieces=pieces, gap=0.3))
+    fake_openai.queue_whole("title", WholeScript(text="Slow streaming demo"))
     web.sign_in()
     web.send("Tell me slowly")
     seen = watch_answer(web)
+    # The title chatms asks for after the first answer replaces the question, in place.
+    expect(web.page.locator("#chat-title")).to_have_text("Slow streaming demo")
+    expect(web.page.locator(".chat-item-title")).to_have_text(["Slow streaming demo"])
     texts = [text for _, text in seen]
     assert texts[-1] == "".join(pieces)
     assert len(texts) >= 4, f"the answer appeared in too few steps: {texts}"
@@ -68,13 +72,16 @@ def test_answer_grows_over_several_moments_then_the_chat_survives_a_reload(
 
     web.page.reload()
     expect(web.field("Message")).to_be_visible()  # still signed in: the session survived
-    item = web.page.locator("#chat-list li", has_text="Tell me slowly")
+    item = web.page.locator("#chat-list li", has_text="Slow streaming demo")
     expect(item).to_have_count(1)
     web.button("New chat").click()
     expect(web.answers()).to_have_count(0)
     item.get_by_role("button").click()
     expect(web.answers().first).to_have_text("".join(pieces))
     assert chat_id_of(web) == chat_id
+    expect(web.page.locator("#chat-title")).to_have_text("Slow streaming demo")
+    expect(web.page.locator("#chat-model")).to_have_text(
+        stored_chat(web_server, web.user, chat_id)["model"])
 
     web.send("And now continue")
     web.wait_idle()

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.web.conftest import PHONE, Browsing, open_page, screenshot
-from tests.fakes.openai import FakeOpenAI, Script
+from tests.fakes.openai import FakeOpenAI, Script, WholeScript
 from tests.support import AUTH_TOKEN, ROOT, ServeProcess
 
 DEMO_QUESTION = "How do I list the files in a folder with Python, newest first?"
@@ -100,13 +100,19 @@ def test_screenshots_follow_the_system_color_scheme(
     try:
         web.goto()
         web.sign_in()
-        for question in ("Plan a weekend in Lisbon", "What is MVCC in PostgreSQL?"):
+        for question, title in (("Plan a weekend in Lisbon", "A weekend in Lisbon"),
+                                ("What is MVCC in PostgreSQL?", "MVCC in PostgreSQL")):
+            fake_openai.queue_whole("title", WholeScript(text=title))
             web.send(question)
             web.wait_idle()
             web.button("New chat").click()
         fake_openai.queue(Script(pieces=DEMO_ANSWER))
+        fake_openai.queue_whole("title", WholeScript(text="Python files, newest first"))
         web.send(DEMO_QUESTION)
         web.wait_idle()
+        expect(web.page.locator("#chat-title")).to_have_text("Python files, newest first")
+        expect(web.page.locator(".chat-item-title")).to_have_text(
+            ["Python files, newest first", "MVCC in PostgreSQL", "A weekend in Lisbon"])
         web.page.locator("#message").blur()
         background = web.page.evaluate("getComputedStyle(document.body).backgroundColor")
         channels = [int(c) for c in background[background.index("(") + 1:-1].split(",")[:3]]
