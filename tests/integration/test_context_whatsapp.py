@@ -7,6 +7,7 @@ import asyncio
 from chatms.domain.context import SUMMARY_HEADING
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.twilio import FakeTwilio, inbound_form, new_sender
+from tests.integration.test_history import unary
 from tests.integration.test_whatsapp import deliver, started, twilio_env
 
 
@@ -32,3 +33,8 @@ async def test_a_long_whatsapp_chat_is_summarised_and_titled(
     assert len(chat.messages) == 1 + 2 * 10
     sent = fake_openai.requests[-1].body["messages"]
     assert sent[1]["role"] == "system" and sent[1]["content"].startswith(SUMMARY_HEADING)
+    # The gRPC view (read with grpcio) shows the same summary, apart from the messages.
+    got = await unary(app, "GetChat", user_id=sender, chat_id=listed.id)
+    assert got.HasField("summary") and got.summary.content == chat.summary.content
+    assert got.summary.through_seq == chat.summary.through_seq and got.summary.version >= 1
+    assert (got.title, got.model, len(got.messages)) == (listed.title, "gpt-4o-mini", 21)
