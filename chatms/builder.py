@@ -25,11 +25,12 @@ from chatms.adapters.context_store import PostgresContextStore
 from chatms.adapters.embedded_postgres import EmbeddedPostgres
 from chatms.adapters.inbound_store import PostgresInboundStore
 from chatms.adapters.migrator import migrate, pending_migrations
-from chatms.adapters.openai import OpenAIClient, build_http_client
+from chatms.adapters.openai import OpenAIClient
 from chatms.adapters.openai_whole import OpenAIWholeClient
 from chatms.adapters.pgpool import QueryObserver, create_pool
 from chatms.adapters.tokenizer import load_counters
 from chatms.adapters.twilio import TwilioSender, build_twilio_http
+from chatms.adapters.upstream_http import build_http_client
 from chatms.app import App
 from chatms.config import DatabaseSettings, Settings
 from chatms.entrypoints.auth import TokenCheck

@@ -26,6 +26,7 @@ from chatms.adapters.openai_errors import (
     retry_after,
 )
 from chatms.adapters.sse import EventTooLarge, SSEDecoder
+from chatms.adapters.upstream_http import abandon_connection
 from chatms.config import UpstreamSettings
 from chatms.domain.budget import token_count
 from chatms.domain.errors import (
@@ -41,21 +42,6 @@ from chatms.service.ports import Finished, UpstreamEvent
 log = logging.getLogger("chatms.openai")
 
 MAX_FINISH_REASON = 64  # characters
-
-
-def build_http_client(settings: UpstreamSettings) -> httpx.AsyncClient:
-    """The one pooled client every turn shares."""
-    timeout = httpx.Timeout(
-        connect=settings.connect_timeout,
-        read=settings.idle_timeout,
-        write=settings.connect_timeout,
-        pool=settings.connect_timeout,
-    )
-    limits = httpx.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_connections,
-    )
-    return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
 
 
 def request_body(config: ChatConfig, messages: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -75,25 +61,6 @@ def request_body(config: ChatConfig, messages: Sequence[tuple[str, str]]) -> dic
     return body
 
 
-def _httpcore_connection(response: httpx.Response) -> Any:
-    """The HTTP/1.1 connection under a streamed response, or None if httpx's layout differs."""
-    stream = getattr(response.stream, "_stream", None)  # httpx's BoundAsyncStream
-    stream = getattr(stream, "_httpcore_stream", None)  # httpx's AsyncResponseStream
-    stream = getattr(stream, "_stream", None)  # httpcore's PoolByteStream
-    return getattr(stream, "_connection", None)  # httpcore's HTTP11ConnectionByteStream
-
-
-async def abandon_connection(response: httpx.Response) -> None:
-    """Make sure an answer we stopped reading no longer holds its connection open.
-
-    httpcore closes an unfinished response's connection after taking an anyio lock; a
-    second asyncio cancel of the reading task interrupts that, marks the stream closed and
-    leaves the socket open: the upstream keeps generating and the pool keeps a dead slot.
-    Closing the connection again is idempotent, and the pool then drops it.
-    """
-    connection = _httpcore_connection(response)
-    if connection is not None and not connection.is_closed():
-        await connection.aclose()
 
 
 class _Retry(Exception):
@@ -109,6 +76,8 @@ class _Ending:
     deadline: float
     finish_reason: str | None = None
     usage: Usage | None = None
+    done: bool = False  # `[DONE]` arrived
+    failure: UpstreamError | None = None  # an error object arrived
 
 
 class OpenAIClient:
@@ -232,24 +201,25 @@ class OpenAIClient:
         client, a burst upstream) becomes one message instead of one per token.
         """
         decoder = SSEDecoder(self.settings.max_event_bytes)
-        done = False
         deadline = ending.deadline
         try:
             async for chunk in chunks:
                 if time.monotonic() > deadline:
                     raise UpstreamTimeout("the answer took longer than the turn time limit")
                 texts = self._parse(decoder.feed(chunk), ending)
-                if texts is None:
-                    done = True
-                    break
                 if texts:
                     # NUL and lone surrogates cannot be stored (nor sent over gRPC).
                     yield storable(texts[0] if len(texts) == 1 else "".join(texts))
+                if ending.failure is not None:
+                    raise ending.failure
+                if ending.done:
+                    break
             else:
                 texts = self._parse(decoder.close(), ending)
-                done = texts is None
                 if texts:
                     yield storable("".join(texts))
+                if ending.failure is not None:
+                    raise ending.failure
         except httpx.TimeoutException:
             raise UpstreamTimeout("upstream stalled mid-answer") from None
         except EventTooLarge as exc:
@@ -261,13 +231,16 @@ class OpenAIClient:
         except (httpx.TransportError, httpx.StreamError):
             if ending.finish_reason is None:
                 raise UpstreamUnavailable("upstream connection broke mid-answer") from None
-        if not done and ending.finish_reason is None:
+        if not ending.done and ending.finish_reason is None:
             # Some OpenAI-compatible servers omit [DONE]; a finish reason says the answer is whole.
             raise UpstreamUnavailable("upstream stream ended before the answer was finished")
 
     @staticmethod
-    def _parse(events: list[bytes], ending: _Ending) -> list[str] | None:
-        """The text deltas of `events`; None once `[DONE]` arrived.
+    def _parse(events: list[bytes], ending: _Ending) -> list[str]:
+        """The text deltas of `events` up to `[DONE]` (which sets `ending.done`).
+
+        One network read can bring the last deltas and `[DONE]` (or an error) together:
+        they are kept, and an error object is left in `ending.failure`.
 
         Chunks are checked for shape, not trusted: a part that is not what OpenAI sends is
         skipped with a warning, like a line that is not JSON.
@@ -275,7 +248,8 @@ class OpenAIClient:
         texts: list[str] = []
         for data in events:
             if data == b"[DONE]":
-                return None
+                ending.done = True
+                break
             try:
                 chunk = json.loads(data)
             except (ValueError, RecursionError):  # RecursionError: nested past the C parser
@@ -286,9 +260,11 @@ class OpenAIClient:
             if chunk.get("error"):
                 log.warning("upstream error mid-stream: %s", error_message(data))
                 code = error_code(data)
-                raise UpstreamUnavailable(
+                # Raised once the deltas before it (maybe from the same read) went out.
+                ending.failure = UpstreamUnavailable(
                     "upstream reported an error mid-stream" + (f" ({code})" if code else "")
                 )
+                break
             choices = chunk.get("choices")
             choice = choices[0] if isinstance(choices, list) and choices else None
             if isinstance(choice, dict):

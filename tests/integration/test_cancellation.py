@@ -84,7 +84,7 @@ async def test_client_deadline_is_honored(start_app, fake_openai, database_url: 
 
 async def test_an_abandoned_answer_releases_its_connection(fake_openai: FakeOpenAI) -> None:
     """Stopping mid-answer closes the connection itself, wherever httpx keeps it."""
-    from chatms.adapters.openai import _httpcore_connection, abandon_connection
+    from chatms.adapters.upstream_http import _httpcore_connection, abandon_connection
     from tests.fakes.openai import API_KEY
 
     fake_openai.queue(Script(pieces=SLOW, gap=0.1))

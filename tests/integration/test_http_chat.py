@@ -31,10 +31,11 @@ async def test_json_turn_and_continuation(start_app, fake_openai: FakeOpenAI) ->
                                                 "and again"]
 
 
-async def test_sse_stream_events_and_headers(start_app) -> None:
+async def test_sse_stream_events_and_headers(start_app, fake_openai: FakeOpenAI) -> None:
     """SSE sends one delta event per delta (chat id in the first), then done with usage."""
     app = await start_app()
     user = new_user()
+    fake_openai.queue(Script(gap=0.05))  # each delta in its own network read
     async with client(app) as http:
         result = await chat_sse(http, {"user_id": user, "user_message": "stream me now"})
         assert result.status == 200
@@ -56,11 +57,24 @@ async def test_sse_stream_events_and_headers(start_app) -> None:
             "stream me now", "You said: stream me now"]
 
 
+async def test_sse_deltas_that_arrive_together_are_one_event(
+    start_app, fake_openai: FakeOpenAI
+) -> None:
+    """Deltas that one network read brings (a burst upstream) go out as one event."""
+    app = await start_app()
+    fake_openai.queue(Script(pieces=["a", "b", "c", "d"], burst=4))
+    async with client(app) as http:
+        result = await chat_sse(http, {"user_id": new_user(), "user_message": "burst"})
+    assert [name for name, _ in result.events] == ["delta", "done"]
+    assert result.named("delta")[0]["delta"] == "abcd"
+    assert result.named("done")[0]["content"] == "abcd"
+
+
 async def test_sse_error_event_midway_keeps_partial(start_app, fake_openai: FakeOpenAI) -> None:
     """An upstream cut midway ends the SSE stream with an error event; the partial is kept."""
     app = await start_app()
     user = new_user()
-    fake_openai.queue(Script(pieces=["one", " two", " three", " four"], cut_after=2))
+    fake_openai.queue(Script(pieces=["one", " two", " three", " four"], cut_after=2, gap=0.05))
     async with client(app) as http:
         result = await chat_sse(http, {"user_id": user, "user_message": "break please"})
         assert result.status == 200

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatms.adapters.openai import build_http_client
 from chatms.adapters.openai_whole import OpenAIWholeClient
+from chatms.adapters.upstream_http import build_http_client
 from chatms.config import UpstreamSettings
 from chatms.domain.context import summary_prompt, title_prompt
 from chatms.domain.errors import UpstreamRejected, UpstreamUnavailable

@@ -1,0 +1,152 @@
+"""The upstream's HTTP client: httpx's API, on aiohttp's transport or on httpx's own.
+
+httpx's own transport (httpcore, h11, anyio) costs about twice as much CPU per streamed
+event as aiohttp (bench/BENCHMARKS.md). `httpx-aiohttp` offers the same idea, but maps a
+refused connection and a server hang-up before the headers to `ConnectTimeout`, which
+would turn an unreachable upstream into a timeout; this module maps each aiohttp error to
+the httpx error of the same kind, and closes an unfinished answer's socket at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+
+from chatms.config import UpstreamSettings
+
+
+def httpx_error(exc: BaseException) -> httpx.TransportError:
+    """The httpx error of the same kind as an aiohttp (or socket) error."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # connecting, or waiting for the pool
+        return httpx.ConnectTimeout(message)
+    if isinstance(exc, TimeoutError):  # aiohttp's sock_read: the server went silent
+        return httpx.ReadTimeout(message)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unresolvable, unreachable
+        return httpx.ConnectError(message)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.UnsupportedProtocol(message)
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(message)  # a malformed or cut-short response
+    return httpx.ReadError(message)  # the server hung up, a reset, any other socket error
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body as aiohttp's reader hands it over: whatever each network read brought."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        read = self._response.content.readany
+        try:
+            while chunk := await read():
+                yield chunk
+        except (aiohttp.ClientError, OSError) as exc:
+            raise httpx_error(exc) from None
+
+    async def aclose(self) -> None:
+        # No await in here: a second cancel of a closing task cannot leave the socket open.
+        response = self._response
+        if response.content.at_eof():
+            response.release()  # read to the end: the connection may serve the next request
+        else:
+            response.close()  # an unfinished answer: the upstream sees the socket close now
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp session (made on first use, inside the running loop) behind httpx.
+
+    The pool holds at most `limits.max_connections` connections, idle ones for
+    `limits.keepalive_expiry` seconds. httpx's connect and pool timeouts bound the wait for
+    a connection together, its read timeout every silence; nothing bounds a whole answer.
+    """
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._limits.max_connections or 0,
+            keepalive_timeout=self._limits.keepalive_expiry or 5.0,
+            ssl=httpx.create_ssl_context(),  # httpx's verification (certifi), not aiohttp's
+        )
+        return aiohttp.ClientSession(
+            connector=connector, trust_env=False, auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._session is None:
+            self._session = self._open_session()
+        timeout = request.extensions.get("timeout", {})
+        connect, pool = timeout.get("connect"), timeout.get("pool")
+        waits = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect, sock_read=timeout.get("read"),
+            connect=None if connect is None or pool is None else connect + pool,
+        )
+        body = await request.aread()
+        try:
+            response = await self._session.request(
+                request.method, str(request.url), headers=request.headers.multi_items(),
+                data=body or None, allow_redirects=False, timeout=waits, compress=None,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise httpx_error(exc) from None
+        return httpx.Response(
+            response.status, headers=response.raw_headers, stream=_Body(response),
+            extensions={"http_version": b"HTTP/1.1",
+                        "reason_phrase": (response.reason or "").encode()},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def build_http_client(settings: UpstreamSettings) -> httpx.AsyncClient:
+    """The one pooled client every turn shares, on aiohttp's transport or httpx's own."""
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout,
+        read=settings.idle_timeout,
+        write=settings.connect_timeout,
+        pool=settings.connect_timeout,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_connections,
+    )
+    if settings.transport == "httpx":
+        return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+    return httpx.AsyncClient(
+        timeout=timeout, transport=AiohttpTransport(limits), trust_env=False
+    )
+
+
+def _httpcore_connection(response: httpx.Response) -> Any:
+    """The HTTP/1.1 connection under a streamed response, or None if httpx's layout differs."""
+    stream = getattr(response.stream, "_stream", None)  # httpx's BoundAsyncStream
+    stream = getattr(stream, "_httpcore_stream", None)  # httpx's AsyncResponseStream
+    stream = getattr(stream, "_stream", None)  # httpcore's PoolByteStream
+    return getattr(stream, "_connection", None)  # httpcore's HTTP11ConnectionByteStream
+
+
+async def abandon_connection(response: httpx.Response) -> None:
+    """Make sure an answer we stopped reading no longer holds its connection open.
+
+    Only httpx's own transport needs this: the aiohttp one closes without awaiting. httpcore
+    closes an unfinished response's connection after taking an anyio lock; a second asyncio
+    cancel of the reading task interrupts that, marks the stream closed and
+    leaves the socket open: the upstream keeps generating and the pool keeps a dead slot.
+    Closing the connection again is idempotent, and the pool then drops it.
+    """
+    connection = _httpcore_connection(response)
+    if connection is not None and not connection.is_closed():
+        await connection.aclose()

@@ -1,0 +1,242 @@
+"""The upstream client on each transport (aiohttp's, the default, and httpx's own) against
+the fake OpenAI: every failure gets its own kind, every wait its deadline, and an answer
+nobody reads any more lets go of its connection at once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from chatms.adapters.openai import OpenAIClient
+from chatms.adapters.upstream_http import AiohttpTransport, build_http_client, httpx_error
+from chatms.config import UpstreamSettings
+from chatms.domain.errors import UpstreamTimeout, UpstreamUnavailable
+from chatms.domain.model import ChatConfig
+from chatms.service.ports import Finished
+from tests.fakes.openai import API_KEY, FakeOpenAI, Script
+
+TRANSPORTS = pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+CONFIG = ChatConfig("gpt-4o-mini", 1.0, 1.0, 100, (), 0.0, 0.0)
+SLOW = [f"t{i} " for i in range(50)]  # five seconds of answer
+
+
+@asynccontextmanager
+async def upstream(base_url: str, transport: str, **settings: Any) -> AsyncIterator[OpenAIClient]:
+    s = dataclasses.replace(UpstreamSettings(), base_url=base_url, api_key=API_KEY,
+                            transport=transport, backoff_base=0.01, **settings)
+    async with build_http_client(s) as http:
+        yield OpenAIClient(http, s)
+
+
+async def answer(client: OpenAIClient, texts: list[str] | None = None) -> Finished:
+    texts = [] if texts is None else texts
+    async for event in client.complete(CONFIG, [("user", "hi there")], time.monotonic() + 30):
+        if isinstance(event, Finished):
+            return event
+        texts.append(event)
+    raise AssertionError("no Finished event")
+
+
+async def settled(seen: Any, seconds: float = 2.0) -> float:
+    """When the fake saw the client let go of the stream (fails if it never does)."""
+    deadline = time.monotonic() + seconds
+    while seen.closed_early_at is None:
+        assert time.monotonic() < deadline, "the upstream connection was not closed"
+        await asyncio.sleep(0.01)
+    return float(seen.closed_early_at)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@TRANSPORTS
+async def test_a_refused_connection_is_unavailable_not_a_timeout(transport: str) -> None:
+    async with upstream(f"http://127.0.0.1:{free_port()}/v1", transport, max_retries=1) as client:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await answer(client)
+    assert API_KEY not in str(caught.value)
+
+
+@TRANSPORTS
+async def test_a_hang_up_before_the_headers_is_unavailable(transport: str) -> None:
+    accepted = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, upstream(f"http://127.0.0.1:{port}/v1", transport, max_retries=1) as client:
+        with pytest.raises(UpstreamUnavailable):
+            await answer(client)
+    assert accepted == 2  # retried once, before any token
+
+
+@TRANSPORTS
+async def test_a_hang_up_mid_answer_is_unavailable(transport: str, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(Script(pieces=["w0 ", "w1 ", "w2 "], cut_after=2, gap=0.05))
+    texts: list[str] = []
+    async with upstream(fake_openai.base_url, transport) as client:
+        with pytest.raises(UpstreamUnavailable, match="broke mid-answer"):
+            await answer(client, texts)
+    assert "".join(texts) == "w0 w1 " and len(fake_openai.requests) == 1
+
+
+@TRANSPORTS
+async def test_a_connect_that_hangs_times_out(transport: str) -> None:
+    """A listener whose accept queue is full drops the SYN: connecting hangs, then times out."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        fillers = []
+        for _ in range(4):  # fill the accept queue (never accepted)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            fillers.append(filler)
+        try:
+            base = f"http://127.0.0.1:{address[1]}/v1"
+            async with upstream(base, transport, connect_timeout=0.3, max_retries=0) as client:
+                started = time.monotonic()
+                with pytest.raises(UpstreamTimeout):
+                    await answer(client)
+                assert time.monotonic() - started < 2
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+@TRANSPORTS
+async def test_first_token_timeout_closes_the_request(
+    transport: str, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(Script(first_delay=3))
+    async with upstream(fake_openai.base_url, transport, first_token_timeout=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await answer(client)
+        assert time.monotonic() - started < 1.5
+    await settled(fake_openai.requests[0])
+
+
+@TRANSPORTS
+async def test_an_upstream_silent_mid_answer_times_out(
+    transport: str, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(Script(pieces=["w0 ", "w1 "], gap=3))
+    texts: list[str] = []
+    async with upstream(fake_openai.base_url, transport, idle_timeout=0.3) as client:
+        with pytest.raises(UpstreamTimeout, match="stalled"):
+            await answer(client, texts)
+    assert texts == ["w0 "]
+    await settled(fake_openai.requests[0])
+
+
+@TRANSPORTS
+async def test_retry_after_is_honored(transport: str, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(Script(status=429, retry_after="0.4"), Script(status=503))
+    texts: list[str] = []
+    async with upstream(fake_openai.base_url, transport, max_retries=2) as client:
+        finished = await answer(client, texts)
+    first, second, third = fake_openai.requests
+    assert second.at - first.at >= 0.4 and third.at - second.at < 0.4
+    assert "".join(texts) == "You said: hi there" and finished.finish_reason == "stop"
+
+
+@TRANSPORTS
+async def test_the_pool_limit_holds(transport: str, fake_openai: FakeOpenAI) -> None:
+    """With two connections allowed, a third answer waits for one of them to end."""
+    fake_openai.queue(*[Script(pieces=["a", "b", "c"], gap=0.15)] * 3)
+    async with upstream(fake_openai.base_url, transport, max_connections=2) as client:
+        await asyncio.gather(*(answer(client) for _ in range(3)))
+    first_end = min(seen.finished_at for seen in fake_openai.requests[:2])
+    assert fake_openai.requests[2].at >= first_end
+
+
+@TRANSPORTS
+async def test_bad_content_encoding_and_oversized_events_are_unavailable(
+    transport: str, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(Script(content_encoding="gzip"),
+                      Script(pieces=["so far "], giant_line=4 * 1024 * 1024))
+    async with upstream(fake_openai.base_url, transport, max_retries=0) as client:
+        with pytest.raises(UpstreamUnavailable, match="Content-Encoding"):
+            await answer(client)
+        texts: list[str] = []
+        with pytest.raises(UpstreamUnavailable, match="larger than"):
+            await answer(client, texts)
+    assert texts == ["so far "]
+    await settled(fake_openai.requests[1])
+
+
+@TRANSPORTS
+async def test_a_cancelled_answer_lets_go_at_once_even_cancelled_twice(
+    transport: str, fake_openai: FakeOpenAI
+) -> None:
+    """grpclib cancels a handler for its deadline and again for the client's reset: 25 runs."""
+    async with upstream(fake_openai.base_url, transport) as client:
+        for run in range(25):
+            fake_openai.reset()
+            fake_openai.queue(Script(pieces=SLOW, gap=0.1))
+            first = asyncio.Event()
+
+            async def read() -> None:
+                async for _ in client.complete(CONFIG, [("user", "x")], time.monotonic() + 30):
+                    first.set()
+
+            task = asyncio.create_task(read())
+            await asyncio.wait_for(first.wait(), 5)
+            task.cancel()
+            await asyncio.sleep(run % 3 * 0.001)  # the second cancel lands at varied points
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            cancelled_at = time.monotonic()
+            closed_at = await settled(fake_openai.requests[0])
+            assert closed_at - cancelled_at < 0.5, f"run {run}"
+            assert not fake_openai.requests[0].finished
+
+
+@TRANSPORTS
+async def test_idle_connections_expire(transport: str, fake_openai: FakeOpenAI) -> None:
+    """Kept-alive connections are reused, and closed after the keep-alive expiry."""
+    limits = httpx.Limits(max_connections=4, keepalive_expiry=0.2)
+    custom = AiohttpTransport(limits) if transport == "aiohttp" else None
+    async with httpx.AsyncClient(transport=custom, limits=limits) as http:
+        before = fake_openai.server.connections
+        for _ in range(2):
+            assert (await http.get(fake_openai.origin + "/other")).status_code == 404
+        assert fake_openai.server.connections - before == 1
+        await asyncio.sleep(0.6)
+        assert (await http.get(fake_openai.origin + "/other")).status_code == 404
+        assert fake_openai.server.connections - before == 2
+
+
+def test_each_aiohttp_error_keeps_its_kind() -> None:
+    key = aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None)
+    refused = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
+    cases = [
+        (aiohttp.ConnectionTimeoutError("connect"), httpx.ConnectTimeout),
+        (aiohttp.SocketTimeoutError("read"), httpx.ReadTimeout),
+        (refused, httpx.ConnectError),
+        (aiohttp.ServerDisconnectedError(), httpx.ReadError),
+        (aiohttp.ClientPayloadError("cut"), httpx.RemoteProtocolError),
+        (ConnectionResetError(104, "reset"), httpx.ReadError),
+    ]
+    for error, kind in cases:
+        assert type(httpx_error(error)) is kind, error
