@@ -112,6 +112,20 @@ async def sse(client: httpx.AsyncClient, url: str, token: str, user: str, text: 
     return clock.done()
 
 
+async def json_turn(
+    client: httpx.AsyncClient, url: str, token: str, user: str, text: str
+) -> Sample:
+    """The HTTP door without streaming: POST /chat answers once the turn is stored."""
+    clock = Clock(Sample())
+    response = await client.post(url, json={"user_id": user, "user_message": text},
+                                 headers={"authorization": token})
+    if response.status_code != 200:
+        clock.sample.error = f"HTTP {response.status_code}"
+    else:
+        clock.mark(len(response.content))
+    return clock.done()
+
+
 async def relay(port: int, text: str) -> Sample:
     """The bare httpx-to-socket relay (bench/relay.py)."""
     clock = Clock(Sample())

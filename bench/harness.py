@@ -37,6 +37,9 @@ class Harness:
     pg: Chatms
     mem: Chatms
     http: httpx.AsyncClient
+    old: Chatms | None = None  # the same chatms on httpx's own transport (`-httpx` doors)
+    relay_aio_port: int = 0  # the --raw relay on chatms's aiohttp transport
+    relay_aio_ps: psutil.Process | None = None
     sse_available: bool = False
     _stubs: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -61,10 +64,19 @@ class Harness:
             return (lambda i: clients.relay(self.relay_port, text)), self.relay_ps
         if name == "relay-raw":
             return (lambda i: clients.relay(self.relay_raw_port, text)), self.relay_raw_ps
+        if name == "relay-aio":
+            return (lambda i: clients.relay(self.relay_aio_port, text)), self.relay_aio_ps
         sut = self.mem if name.endswith("-mem") else self.pg
+        if name.endswith("-httpx") and self.old is not None:
+            sut = self.old
         if name.startswith("sse"):
             url = sut.web_url + "/chat"
             return (lambda i: clients.sse(self.http, url, AUTH_TOKEN, user, text)), sut.child.ps
+        if name.startswith("json"):
+            url = sut.web_url + "/chat"
+            return (
+                lambda i: clients.json_turn(self.http, url, AUTH_TOKEN, user, text)
+            ), sut.child.ps
         stubs = self.stubs(sut)
         delta = name.startswith("grpc-delta")
         rr = itertools.cycle(stubs)
@@ -97,7 +109,8 @@ class Harness:
         out["core_busy_pct"] = [round(100 * b / wall, 1) for b in usage.core_busy]
         out["loadgen_pct"] = round(100 * aux_cpu[0] / wall, 1)
         out["fake_upstream_pct"] = round(100 * aux_cpu[1] / wall, 1)
-        on_aux = charged.pid in (self.relay_ps.pid, self.relay_raw_ps.pid)
+        relays = (self.relay_ps, self.relay_raw_ps, self.relay_aio_ps)
+        on_aux = charged.pid in {p.pid for p in relays if p is not None}
         own = 0.0 if on_aux else usage.cpu_seconds
         out["foreign_core0_pct"] = round(100 * max(0.0, usage.core_busy[0] - own) / wall, 1)
         if ps is not None:

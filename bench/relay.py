@@ -4,7 +4,8 @@ Each client connection sends one line (the OpenAI request body as JSON); the rel
 it from the upstream with httpx, parses each SSE event with json.loads (from aiter_lines, as
 chatms does, or with --raw from aiter_raw split on bytes), and writes each
 text delta to the socket as one line, then `\\x00` and a newline at the end. Nothing else:
-no database, no auth, no framing beyond a newline.
+no database, no auth, no framing beyond a newline. `--aiohttp` runs httpx on chatms's
+aiohttp transport instead of httpx's own.
 
 Run: python -m bench.relay --upstream http://127.0.0.1:N/v1 (prints `PORT <n>`).
 """
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from bench.fake_upstream import run_loop
+from chatms.adapters.upstream_http import AiohttpTransport
 
 END = b"\x00\n"
 
@@ -71,10 +73,12 @@ async def relay_one(
     await writer.drain()
 
 
-async def serve(upstream: str, raw: bool) -> None:
+async def serve(upstream: str, raw: bool, on_aiohttp: bool) -> None:
     url = upstream.rstrip("/") + "/chat/completions"
     limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
-    async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as client:
+    transport = AiohttpTransport(limits) if on_aiohttp else None
+    async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False,
+                                 transport=transport) as client:
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -94,12 +98,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--raw", action="store_true", help="aiter_raw + own SSE split")
+    parser.add_argument("--aiohttp", action="store_true", help="chatms's aiohttp transport")
     parser.add_argument("--plain-asyncio", action="store_true")
     args = parser.parse_args()
     if args.plain_asyncio:
-        asyncio.run(serve(args.upstream, args.raw))
+        asyncio.run(serve(args.upstream, args.raw, args.aiohttp))
     else:
-        run_loop(serve(args.upstream, args.raw))
+        run_loop(serve(args.upstream, args.raw, args.aiohttp))
 
 
 if __name__ == "__main__":

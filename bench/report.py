@@ -96,6 +96,20 @@ def _cpu_rows(r: dict[str, Any]) -> list[Row]:
                     f"{rus / floor:.2f}x ({rus:.0f} µs{_spread(raw)})",
                     f"aiter_lines relay {floor:.0f} µs", "< 1x (to adopt)",
                     _verdict(rus < floor)))
+    for door in ("grpc", "sse"):
+        new, old = _find(r["cpu"], door), _find(r["cpu"], door + "-httpx")
+        if new.get("cpu_us_per_event") and old.get("cpu_us_per_event"):
+            ratio = new["cpu_us_per_event"] / old["cpu_us_per_event"]
+            out.append((f"3t. CPU per event, aiohttp / httpx transport, {door}",
+                        f"{ratio:.2f}x ({new['cpu_us_per_event']:.0f} µs)",
+                        f"httpx's own transport {old['cpu_us_per_event']:.0f} µs{_spread(old)}",
+                        "< 1x (to adopt)", _verdict(ratio < 1 and not new["errors"])))
+    aio = _find(r["cpu"], "relay-aio")
+    if floor and aio.get("cpu_us_per_event"):
+        aus = aio["cpu_us_per_event"]
+        out.append(("3c. bare relay: on the aiohttp transport / httpx's own",
+                    f"{aus / floor:.2f}x ({aus:.0f} µs{_spread(aio)})",
+                    f"httpx relay {floor:.0f} µs", "< 1x", _verdict(aus < floor)))
     cum, dlt = _find(r["cpu"], "grpc"), _find(r["cpu"], "grpc-delta")
     if "skipped" not in cum and "skipped" not in dlt and cum["n"] and dlt["n"]:
         cb, db = cum["wire_bytes"] / cum["n"], dlt["wire_bytes"] / dlt["n"]
@@ -106,6 +120,29 @@ def _cpu_rows(r: dict[str, Any]) -> list[Row]:
                     f"{dlt['cpu_us_per_event'] / cum['cpu_us_per_event']:.2f}x",
                     "cumulative (default)", "≤ 1x",
                     _verdict(dlt["cpu_us_per_event"] <= cum["cpu_us_per_event"])))
+    return out
+
+
+def _short_rows(r: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    for door in ("grpc", "json"):
+        row, old = _find(r.get("short", []), door), _find(r.get("short", []), door + "-httpx")
+        mem = _find(r.get("short", []), door + "-mem")
+        ms = row.get("cpu_ms_per_turn")
+        if ms is None:
+            out.append((f"8. CPU per short turn, {door}", "not measured", "", "≤ 1.5 ms", "n/a"))
+            continue
+        runs = row.get("cpu_ms_per_turn_runs") or []
+        spread = f", runs {min(runs):.2f}-{max(runs):.2f}" if len(runs) > 1 else ""
+        err = f", {row['errors']} errors" if row["errors"] else ""
+        base = [f"httpx transport {old['cpu_ms_per_turn']:.2f} ms"] if "cpu_ms_per_turn" in old \
+            else []
+        if "cpu_ms_per_turn" in mem:
+            base.append(f"in-memory repository {mem['cpu_ms_per_turn']:.2f} ms")
+        out.append((f"8. CPU per short turn (2 events), {door}, 20 at a time",
+                    f"{ms:.2f} ms = {1e3 / ms:,.0f} turns/s per core{spread}{err}",
+                    "; ".join(base), "≤ 1.5 ms (≥ 500 turns/s)",
+                    _verdict(ms <= 1.5 and not row["errors"])))
     return out
 
 
@@ -173,7 +210,8 @@ def _wa_rows(r: dict[str, Any]) -> list[Row]:
 
 
 def table(r: dict[str, Any]) -> str:
-    rows = [*_ttft_rows(r), *_turn_rows(r), *_cpu_rows(r), *_ramp_rows(r), *_db_rows(r),
+    rows = [*_ttft_rows(r), *_turn_rows(r), *_cpu_rows(r), *_short_rows(r), *_ramp_rows(r),
+            *_db_rows(r),
             *_mem_rows(r), *_wa_rows(r)]
     lines = ["| figure | chatms (vs baseline) | same-run baseline | goal | result |",
              "|---|---|---|---|---|"]
@@ -181,7 +219,7 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SCENARIOS = ("ttft", "turn_time", "cpu", "ramp")
+SCENARIOS = ("ttft", "turn_time", "cpu", "short", "ramp")
 
 
 def contention(r: dict[str, Any]) -> tuple[float, str]:

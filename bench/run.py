@@ -79,23 +79,31 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
                           work / "relay-raw.log", announces_port=True)
         children.append(relay_raw)
         relay_raw_port = relay_raw.read_port()
-        log("starting chatms serve (core 0) and the in-memory variant")
+        relay_aio = Child("bench.relay", ["--upstream", upstream, "--raw", "--aiohttp"],
+                          AUX_CORE, work / "relay-aio.log", announces_port=True)
+        children.append(relay_aio)
+        relay_aio_port = relay_aio.read_port()
+        log("starting chatms serve (core 0), the in-memory variant and httpx's transport")
         sut = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms.log",
                            twilio_env(upstream))
         children.append(sut.child)
         mem = start_chatms("bench.serve_memory", [], upstream, None, work / "memory.log",
                            twilio_env(upstream))
         children.append(mem.child)
+        old = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms-httpx.log",
+                           {**twilio_env(upstream), "UPSTREAM_TRANSPORT": "httpx"})
+        children.append(old.child)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
         async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:
             h = Harness(upstream, relay_port, relay.ps, fake.ps, relay_raw_port, relay_raw.ps,
-                        sut, mem, http)
+                        sut, mem, http, old, relay_aio_port, relay_aio.ps)
             await h.probe_sse()
             log(f"SSE door present: {h.sse_available}")
             results: dict[str, Any] = {}
             steps = (("memory", scenarios.memory_per_stream), ("warm", scenarios.warm_up),
                      ("ttft", scenarios.ttft), ("turn_time", scenarios.turn_time),
-                     ("cpu", scenarios.cpu_per_event), ("ramp", scenarios.ramp))
+                     ("cpu", scenarios.cpu_per_event), ("short", scenarios.short_turns),
+                     ("ramp", scenarios.ramp))
             for name, step in steps:
                 log(f"scenario {name}")
                 if name == "warm":

@@ -28,12 +28,13 @@ class Plan:
     hold_streams: int
     profile_seconds: int
     cpu_repeats: int
+    short_turns: int
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(15, 50, 50, 100, 20, 150, (25, 50, 100), 70, 200, 6, 1)
-        return cls(40, 150, 100, 300, 20, 300, (25, 50, 100, 150, 200), 140, 200, 12, 3)
+            return cls(15, 50, 50, 100, 20, 150, (25, 50, 100), 70, 200, 6, 1, 200)
+        return cls(40, 150, 100, 300, 20, 300, (25, 50, 100, 150, 200), 140, 200, 12, 3, 400)
 
 
 TTFT_SHAPE = shape(0.1, 0.01, 5)
@@ -43,7 +44,7 @@ TTFT_DOORS = ("direct", "grpc", "grpc-mem", "sse", "sse-mem")
 async def warm_up(h: Harness) -> None:
     """Connections, caches and code paths warm before anything is timed."""
     for door in ("direct", "grpc", "grpc-mem", "grpc-delta", "sse", "sse-mem", "relay",
-                 "relay-raw"):
+                 "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx"):
         # 50 at once: the database pool and the gRPC channels reach their working size.
         await h.measure(door, shape(0.0, 0.0, 20), 50, 100, 30)
 
@@ -69,7 +70,8 @@ async def turn_time(h: Harness, plan: Plan) -> list[dict[str, Any]]:
 async def cpu_per_event(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     """3 (and delta vs cumulative): CPU per relayed event with each event on its own."""
     text = shape(0.05, 0.014, plan.cpu_events)
-    doors = ("relay", "relay-raw", "grpc", "grpc-delta", "sse")
+    doors = ("relay", "relay-raw", "relay-aio", "grpc", "grpc-delta", "sse", "grpc-httpx",
+             "sse-httpx")
     runs: dict[str, list[dict[str, Any]]] = {door: [] for door in doors}
     for _ in range(plan.cpu_repeats):  # interleaved, so drift in the machine hits all alike
         for door in doors:
@@ -85,6 +87,32 @@ async def cpu_per_event(h: Harness, plan: Plan) -> list[dict[str, Any]]:
         median["cpu_us_per_event_runs"] = [r["cpu_us_per_event"] for r in measured]
         rows.append(median)
     return rows
+
+
+SHORT_SHAPE = shape(0.01, 0.01, 2)  # a short answer: two events, 10 ms apart
+SHORT_DOORS = ("grpc", "json", "grpc-mem", "json-mem", "grpc-httpx", "json-httpx")
+
+
+async def short_turns(h: Harness, plan: Plan) -> list[dict[str, Any]]:
+    """8: CPU per short turn, 20 at a time: the fixed cost of a turn, and so how many turns
+    per second one core serves. Doors interleaved, median of the repeats."""
+    runs: dict[str, list[dict[str, Any]]] = {door: [] for door in SHORT_DOORS}
+    for _ in range(plan.cpu_repeats):
+        for door in SHORT_DOORS:
+            row = await h.measure(door, SHORT_SHAPE, 20, plan.short_turns, 30)
+            if row.get("cpu_s") and row["n"] > row["errors"]:
+                row["cpu_ms_per_turn"] = row["cpu_s"] / (row["n"] - row["errors"]) * 1e3
+            runs[door].append(row)
+    return [_median(runs[door], "cpu_ms_per_turn") for door in SHORT_DOORS]
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    measured = sorted((r for r in rows if r.get(key) is not None), key=lambda r: r[key])
+    if not measured:
+        return rows[0]
+    median = dict(measured[len(measured) // 2])
+    median[key + "_runs"] = [r[key] for r in measured]
+    return median
 
 
 async def ramp(h: Harness, plan: Plan) -> list[dict[str, Any]]:
