@@ -148,7 +148,7 @@ def cli() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     pin_self()
-    budget = 115 if args.quick else 540
+    budget = 300 if args.quick else 900
     results = asyncio.run(asyncio.wait_for(main(args.quick, args.out), budget))
     # BENCHMARKS.md shows the latest results only when they went to the default place.
     write(results, args.out, ROOT / "bench" / "BENCHMARKS.md" if args.out == RESULTS else None)
