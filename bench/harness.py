@@ -40,6 +40,7 @@ class Harness:
     old: Chatms | None = None  # the same chatms on httpx's own transport (`-httpx` doors)
     relay_aio_port: int = 0  # the --raw relay on chatms's aiohttp transport
     relay_aio_ps: psutil.Process | None = None
+    ctx: Chatms | None = None  # titles and summaries on (`-ctx` doors)
     sse_available: bool = False
     _stubs: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -69,6 +70,8 @@ class Harness:
         sut = self.mem if name.endswith("-mem") else self.pg
         if name.endswith("-httpx") and self.old is not None:
             sut = self.old
+        if name.endswith("-ctx") and self.ctx is not None:
+            sut = self.ctx
         if name.startswith("sse"):
             url = sut.web_url + "/chat"
             return (lambda i: clients.sse(self.http, url, AUTH_TOKEN, user, text)), sut.child.ps

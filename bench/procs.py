@@ -102,6 +102,9 @@ def start_chatms(module: str, args: list[str], upstream: str, database_url: str 
         "TIKTOKEN_OFFLINE": "true", "GRPC_HOST": "127.0.0.1", "WEB_HOST": "127.0.0.1",
         "GRPC_SERVER_PORT": str(grpc_port), "WEB_SERVER_PORT": str(web_port),
         "UPSTREAM_MAX_RETRIES": "0", "LOG_LEVEL": "WARNING",
+        # Measured without titles and summaries (each new chat would ask for a title);
+        # the `-ctx` doors run with both on, so their cost shows in one row.
+        "TITLES_ENABLED": "false", "CONTEXT_STRATEGY": "truncate",
         "DATABASE_URL": database_url or "",
     }
     env.update(extra or {})

@@ -139,6 +139,9 @@ def _short_rows(r: dict[str, Any]) -> list[Row]:
             else []
         if "cpu_ms_per_turn" in mem:
             base.append(f"in-memory repository {mem['cpu_ms_per_turn']:.2f} ms")
+        ctx = _find(r.get("short", []), door + "-ctx")
+        if "cpu_ms_per_turn" in ctx:
+            base.append(f"titles and summaries on {ctx['cpu_ms_per_turn']:.2f} ms")
         out.append((f"8. CPU per short turn (2 events), {door}, 20 at a time",
                     f"{ms:.2f} ms = {1e3 / ms:,.0f} turns/s per core{spread}{err}",
                     "; ".join(base), "≤ 1.5 ms (≥ 500 turns/s)",

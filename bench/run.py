@@ -83,7 +83,7 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
                           AUX_CORE, work / "relay-aio.log", announces_port=True)
         children.append(relay_aio)
         relay_aio_port = relay_aio.read_port()
-        log("starting chatms serve (core 0), the in-memory variant and httpx's transport")
+        log("starting chatms serve (core 0), in-memory, on httpx's transport, titles on")
         sut = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms.log",
                            twilio_env(upstream))
         children.append(sut.child)
@@ -93,10 +93,14 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
         old = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms-httpx.log",
                            {**twilio_env(upstream), "UPSTREAM_TRANSPORT": "httpx"})
         children.append(old.child)
+        ctx = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms-ctx.log",
+                           {**twilio_env(upstream), "TITLES_ENABLED": "true",
+                            "CONTEXT_STRATEGY": "summarize"})
+        children.append(ctx.child)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
         async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:
             h = Harness(upstream, relay_port, relay.ps, fake.ps, relay_raw_port, relay_raw.ps,
-                        sut, mem, http, old, relay_aio_port, relay_aio.ps)
+                        sut, mem, http, old, relay_aio_port, relay_aio.ps, ctx)
             await h.probe_sse()
             log(f"SSE door present: {h.sse_available}")
             results: dict[str, Any] = {}

@@ -44,7 +44,7 @@ TTFT_DOORS = ("direct", "grpc", "grpc-mem", "sse", "sse-mem")
 async def warm_up(h: Harness) -> None:
     """Connections, caches and code paths warm before anything is timed."""
     for door in ("direct", "grpc", "grpc-mem", "grpc-delta", "sse", "sse-mem", "relay",
-                 "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx"):
+                 "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx", "grpc-ctx"):
         # 50 at once: the database pool and the gRPC channels reach their working size.
         await h.measure(door, shape(0.0, 0.0, 20), 50, 100, 30)
 
@@ -90,7 +90,7 @@ async def cpu_per_event(h: Harness, plan: Plan) -> list[dict[str, Any]]:
 
 
 SHORT_SHAPE = shape(0.01, 0.01, 2)  # a short answer: two events, 10 ms apart
-SHORT_DOORS = ("grpc", "json", "grpc-mem", "json-mem", "grpc-httpx", "json-httpx")
+SHORT_DOORS = ("grpc", "json", "grpc-mem", "json-mem", "grpc-httpx", "json-httpx", "grpc-ctx")
 
 
 async def short_turns(h: Harness, plan: Plan) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from chatms.adapters.openai_errors import (
 )
 from chatms.adapters.sse import EventTooLarge, SSEDecoder
 from chatms.adapters.upstream_http import abandon_connection
+from chatms.adapters.upstream_http import build_http_client as build_http_client  # old home
 from chatms.config import UpstreamSettings
 from chatms.domain.budget import token_count
 from chatms.domain.errors import (
