@@ -69,11 +69,14 @@ def openai_body(text: str, model: str = "gpt-4o-mini") -> bytes:
     }).encode()
 
 
-async def direct(client: httpx.AsyncClient, url: str, text: str) -> Sample:
-    """The baseline: the same answer read straight from the fake upstream."""
+async def direct(client: httpx.AsyncClient, url: str, text: str, key: str | None = None) -> Sample:
+    """The baseline: the same answer read straight from the fake upstream (or a gateway)."""
     clock = Clock(Sample())
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
     async with client.stream("POST", url, content=openai_body(text),
-                             headers={"content-type": "application/json"}) as response:
+                             headers=headers) as response:
         if response.status_code != 200:
             clock.sample.error = f"HTTP {response.status_code}"
             return clock.done()

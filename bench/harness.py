@@ -41,6 +41,9 @@ class Harness:
     relay_aio_port: int = 0  # the --raw relay on chatms's aiohttp transport
     relay_aio_ps: psutil.Process | None = None
     ctx: Chatms | None = None  # titles and summaries on (`-ctx` doors)
+    peer_url: str | None = None  # `--peer`: an OpenAI-compatible gateway (the "peer" door)
+    peer_ps: psutil.Process | None = None
+    peer_key: str | None = None
     sse_available: bool = False
     _stubs: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -61,6 +64,9 @@ class Harness:
         if name == "direct":
             url = self.upstream.rstrip("/") + "/chat/completions"
             return (lambda i: clients.direct(self.http, url, text)), None
+        if name == "peer" and self.peer_url is not None:
+            url = self.peer_url + "/chat/completions"
+            return (lambda i: clients.direct(self.http, url, text, self.peer_key)), self.peer_ps
         if name == "relay":
             return (lambda i: clients.relay(self.relay_port, text)), self.relay_ps
         if name == "relay-raw":
@@ -88,7 +94,12 @@ class Harness:
         ), sut.child.ps
 
     def skipped(self, name: str) -> bool:
-        return name.startswith("sse") and not self.sse_available
+        return (name.startswith("sse") and not self.sse_available) or (
+            name == "peer" and self.peer_url is None)
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        return ("peer",) if self.peer_url is not None else ()
 
     async def measure(self, name: str, text: str, concurrency: int, total: int,
                       limit_s: float) -> dict[str, Any]:

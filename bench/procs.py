@@ -41,18 +41,26 @@ class Child:
     """A python -m <module> process pinned to one core, with its output in a log file."""
 
     def __init__(self, module: str, args: list[str], core: int, log: Path,
-                 env: dict[str, str] | None = None, announces_port: bool = False) -> None:
+                 env: dict[str, str] | None = None, announces_port: bool = False,
+                 argv: list[str] | None = None) -> None:
         full = dict(os.environ)
         full.update(env or {})
-        full["PYTHONPATH"] = str(ROOT)
+        if argv is None:
+            full["PYTHONPATH"] = str(ROOT)
+            argv = [sys.executable, "-m", module, *args]
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
-            ["taskset", "-c", str(core), sys.executable, "-m", module, *args],
+            ["taskset", "-c", str(core), *argv],
             cwd=ROOT, env=full, stdout=subprocess.PIPE if announces_port else self._out,
             stderr=self._out,
         )
         self.ps = psutil.Process(self.proc.pid)
+
+    @classmethod
+    def command(cls, argv: list[str], core: int, log: Path, env: dict[str, str]) -> Child:
+        """Any program (not a module of ours), pinned the same way."""
+        return cls("", [], core, log, env, argv=argv)
 
     def read_port(self, timeout: float = 20) -> int:
         """The `PORT n` line a fake or relay prints once listening."""

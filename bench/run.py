@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import httpx
 from bench import scenarios
 from bench.dbwork import database_work
 from bench.harness import Harness, shape
+from bench.peer import LITELLM_VERSION, LiteLLM, litellm_executable
 from bench.procs import AUX_CORE, Child, Postgres, pin_self, start_chatms
 from bench.profile import record, top
 from bench.report import write
@@ -60,8 +62,9 @@ async def profiled(h: Harness, plan: scenarios.Plan, out: Path) -> dict[str, Any
             **top(raw)}
 
 
-async def main(quick: bool, out: Path) -> dict[str, Any]:
+async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
     started = time.monotonic()
+    load_before = os.getloadavg()
     plan = scenarios.Plan.make(quick)
     work = Path(tempfile.mkdtemp(prefix="chatms-bench-"))
     log(f"workdir {work}; starting PostgreSQL")
@@ -97,10 +100,17 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
                            {**twilio_env(upstream), "TITLES_ENABLED": "true",
                             "CONTEXT_STRATEGY": "summarize"})
         children.append(ctx.child)
+        gateway = None
+        if peer == "litellm":
+            log(f"starting LiteLLM {LITELLM_VERSION} (core 0) as the peer")
+            gateway = await asyncio.to_thread(LiteLLM, upstream, work)
+            children.append(gateway.child)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
         async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:
             h = Harness(upstream, relay_port, relay.ps, fake.ps, relay_raw_port, relay_raw.ps,
-                        sut, mem, http, old, relay_aio_port, relay_aio.ps, ctx)
+                        sut, mem, http, old, relay_aio_port, relay_aio.ps, ctx,
+                        gateway.url if gateway else None, gateway.child.ps if gateway else None,
+                        gateway.key if gateway else None)
             await h.probe_sse()
             log(f"SSE door present: {h.sse_available}")
             results: dict[str, Any] = {}
@@ -128,6 +138,7 @@ async def main(quick: bool, out: Path) -> dict[str, Any]:
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick,
         "duration_s": time.monotonic() - started, "python": platform.python_version(),
         "uvloop": _has_uvloop(), "commit": _commit(), "plan": vars(plan),
+        "peer": f"LiteLLM {LITELLM_VERSION}" if peer else None, "load_before": load_before,
     }
     return results
 
@@ -150,10 +161,15 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--peer", choices=["litellm"], help="the same workload through a "
+                        "gateway, side by side (installed in its own venv on first use)")
     args = parser.parse_args()
+    if args.peer:
+        exe = litellm_executable(Path(tempfile.mkdtemp()) / "pip.log")
+        log(f"LiteLLM {LITELLM_VERSION}: {exe}")
     pin_self()
     budget = 300 if args.quick else 900
-    results = asyncio.run(asyncio.wait_for(main(args.quick, args.out), budget))
+    results = asyncio.run(asyncio.wait_for(main(args.quick, args.out, args.peer), budget))
     # BENCHMARKS.md shows the latest results only when they went to the default place.
     write(results, args.out, ROOT / "bench" / "BENCHMARKS.md" if args.out == RESULTS else None)
     log(f"done in {results['meta']['duration_s']:.0f} s; see {args.out / 'latest.md'}")

@@ -44,7 +44,7 @@ TTFT_DOORS = ("direct", "grpc", "grpc-mem", "sse", "sse-mem")
 async def warm_up(h: Harness) -> None:
     """Connections, caches and code paths warm before anything is timed."""
     for door in ("direct", "grpc", "grpc-mem", "grpc-delta", "sse", "sse-mem", "relay",
-                 "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx", "grpc-ctx"):
+                 "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx", "grpc-ctx", *h.peers):
         # 50 at once: the database pool and the gRPC channels reach their working size.
         await h.measure(door, shape(0.0, 0.0, 20), 50, 100, 30)
 
@@ -53,7 +53,7 @@ async def ttft(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     """1: added time to first token at 1 and 50 streams, with and without persistence."""
     rows = []
     for concurrency, total in ((1, plan.ttft_n1), (50, plan.ttft_n50)):
-        for door in TTFT_DOORS:
+        for door in TTFT_DOORS + h.peers:
             rows.append(await h.measure(door, TTFT_SHAPE, concurrency, total, 30))
     return rows
 
@@ -63,7 +63,7 @@ async def turn_time(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     text = shape(0.1, 0.014, plan.turn_events)
     return [
         await h.measure(door, text, plan.turn_streams, plan.turn_streams, 60)
-        for door in ("direct", "grpc", "sse")
+        for door in ("direct", "grpc", "sse", *h.peers)
     ]
 
 
@@ -71,7 +71,7 @@ async def cpu_per_event(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     """3 (and delta vs cumulative): CPU per relayed event with each event on its own."""
     text = shape(0.05, 0.014, plan.cpu_events)
     doors = ("relay", "relay-raw", "relay-aio", "grpc", "grpc-delta", "sse", "grpc-httpx",
-             "sse-httpx")
+             "sse-httpx", *h.peers)
     runs: dict[str, list[dict[str, Any]]] = {door: [] for door in doors}
     for _ in range(plan.cpu_repeats):  # interleaved, so drift in the machine hits all alike
         for door in doors:
@@ -96,14 +96,15 @@ SHORT_DOORS = ("grpc", "json", "grpc-mem", "json-mem", "grpc-httpx", "json-httpx
 async def short_turns(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     """8: CPU per short turn, 20 at a time: the fixed cost of a turn, and so how many turns
     per second one core serves. Doors interleaved, median of the repeats."""
-    runs: dict[str, list[dict[str, Any]]] = {door: [] for door in SHORT_DOORS}
+    doors = SHORT_DOORS + h.peers
+    runs: dict[str, list[dict[str, Any]]] = {door: [] for door in doors}
     for _ in range(plan.cpu_repeats):
-        for door in SHORT_DOORS:
+        for door in doors:
             row = await h.measure(door, SHORT_SHAPE, 20, plan.short_turns, 30)
             if row.get("cpu_s") and row["n"] > row["errors"]:
                 row["cpu_ms_per_turn"] = row["cpu_s"] / (row["n"] - row["errors"]) * 1e3
             runs[door].append(row)
-    return [_median(runs[door], "cpu_ms_per_turn") for door in SHORT_DOORS]
+    return [_median(runs[door], "cpu_ms_per_turn") for door in doors]
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
