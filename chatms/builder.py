@@ -19,17 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import httpx
 from grpclib.server import Server
 
 from chatms.adapters.context_store import PostgresContextStore
 from chatms.adapters.embedded_postgres import EmbeddedPostgres
+from chatms.adapters.images import image_size
 from chatms.adapters.inbound_store import PostgresInboundStore
+from chatms.adapters.limits_store import PostgresUsageStore
 from chatms.adapters.migrator import migrate, pending_migrations
 from chatms.adapters.openai import OpenAIClient
 from chatms.adapters.openai_whole import OpenAIWholeClient
 from chatms.adapters.pgpool import QueryObserver, create_pool
 from chatms.adapters.tokenizer import load_counters
+from chatms.adapters.transcription import OpenAITranscriber
 from chatms.adapters.twilio import TwilioSender, build_twilio_http
+from chatms.adapters.twilio_media import TwilioMediaFetcher
 from chatms.adapters.upstream_http import build_http_client
 from chatms.app import App
 from chatms.config import DatabaseSettings, Settings
@@ -48,8 +53,17 @@ from chatms.observability.logs import log_context, log_turn
 from chatms.observability.metrics import Metrics
 from chatms.service.chats import ChatService
 from chatms.service.inbound import Channel, InboundService
+from chatms.service.inbound_media import MediaPolicy, MediaReader
 from chatms.service.inbound_worker import InboundWorker, UndeliveredObserver
-from chatms.service.ports import ChatRepository, ContextStore, InboundStore
+from chatms.service.limits import UsageGate
+from chatms.service.ports import (
+    BurstRule,
+    ChatRepository,
+    ContextStore,
+    InboundStore,
+    TokenCounter,
+    UsageStore,
+)
 
 log = logging.getLogger("chatms")
 
@@ -97,6 +111,7 @@ class Storage:
 
     chats: ChatRepository
     inbound: InboundStore | None  # None: text channels are off
+    usage: UsageStore | None = None  # None: per-user limits cannot be counted (all off)
     context: ContextStore | None = None  # None: no summaries or titles
     checks: Mapping[str, Ping] = field(default_factory=dict)
     database: Database | None = None  # the PostgreSQL behind it, when it is one
@@ -122,6 +137,7 @@ async def postgres_storage(settings: Settings, metrics: Metrics) -> Storage:
     return Storage(
         chats=repo,
         inbound=PostgresInboundStore(db.pool, settings.database),
+        usage=PostgresUsageStore(db.pool, settings.database),
         context=repo,
         checks={"database": repo.ping, "migrations": migrations},
         database=db,
@@ -137,21 +153,33 @@ def service_token(settings: Settings) -> str:
     return token
 
 
+def _whatsapp(
+    settings: Settings, upstream_http: httpx.AsyncClient, counter: TokenCounter,
+    closing: contextlib.AsyncExitStack,
+) -> Channel:
+    """WhatsApp through Twilio: its sender, media reader, limits, bursts and blocklist."""
+    wa = settings.whatsapp
+    twilio_http = build_twilio_http()
+    closing.push_async_callback(twilio_http.aclose)
+    sender = TwilioSender(wa, twilio_http, settings.inbound.retry_max_seconds)
+    reader = MediaReader(
+        TwilioMediaFetcher(wa, twilio_http), OpenAITranscriber(upstream_http, settings.upstream),
+        image_size, counter, MediaPolicy(wa.voice_enabled, settings.upstream.vision_models),
+    )
+    return Channel(
+        WHATSAPP, sender, wa.max_body_chars, wa.send_rate, reader, wa.limits,
+        BurstRule(window=wa.burst_window_ms / 1000), frozenset(wa.blocked_numbers),
+    )
+
+
 def _inbound(
-    settings: Settings, store: InboundStore | None, chats: ChatService,
-    closing: contextlib.AsyncExitStack, on_undelivered: UndeliveredObserver,
+    settings: Settings, store: InboundStore | None, chats: ChatService, channels: list[Channel],
+    gate: UsageGate | None, on_undelivered: UndeliveredObserver,
 ) -> tuple[InboundService, InboundWorker] | None:
     """The inbound queue with every configured channel, or None when no channel is."""
-    channels: list[Channel] = []
-    wa = settings.whatsapp
-    if wa.configured:
-        twilio_http = build_twilio_http()
-        closing.push_async_callback(twilio_http.aclose)
-        sender = TwilioSender(wa, twilio_http, settings.inbound.retry_max_seconds)
-        channels.append(Channel(WHATSAPP, sender, wa.max_body_chars, wa.send_rate))
     if store is None or not channels:
         return None
-    service = InboundService(store, chats, channels, settings.inbound)
+    service = InboundService(store, chats, channels, settings.inbound, gate)
     return service, InboundWorker(service, settings.inbound, on_undelivered)
 
 
@@ -169,16 +197,23 @@ async def build_app(settings: Settings, storage: StorageFactory = postgres_stora
         )
         upstream_http = build_http_client(settings.upstream)
         closing.push_async_callback(upstream_http.aclose)
+        gate = None
+        if store.usage is not None:  # counted in PostgreSQL, shared by every replica
+            gate = UsageGate(store.usage, metrics.observe_refusal)
         chats = ChatService(
             store.chats, OpenAIClient(upstream_http, settings.upstream), counters.default,
             model, settings.turns, observers=(metrics.observe_turn, log_turn),
             counters=counters.for_model, context=settings.context, context_store=store.context,
             context_llm=OpenAIWholeClient(upstream_http, settings.upstream),
-            context_observers=(metrics.observe_context, log_context),
+            context_observers=(metrics.observe_context, log_context), usage=gate,
         )
         metrics.watch_streams(chats.streaming)
         ready = readiness(chats, store.checks)
-        inbound = _inbound(settings, store.inbound, chats, closing, metrics.observe_undelivered)
+        channels = []
+        if settings.whatsapp.configured:
+            channels.append(_whatsapp(settings, upstream_http, counters.default, closing))
+        inbound = _inbound(settings, store.inbound, chats, channels, gate,
+                           metrics.observe_undelivered)
         server = settings.server
         services = [ChatGrpcService(chats)]
         grpc_server = Server(

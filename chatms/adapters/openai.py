@@ -36,6 +36,7 @@ from chatms.domain.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from chatms.domain.media import ImageInput
 from chatms.domain.model import ChatConfig, Usage
 from chatms.domain.text import storable
 from chatms.service.ports import Finished, UpstreamEvent
@@ -45,10 +46,26 @@ log = logging.getLogger("chatms.openai")
 MAX_FINISH_REASON = 64  # characters
 
 
-def request_body(config: ChatConfig, messages: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def _with_images(text: str, images: Sequence[ImageInput]) -> list[dict[str, Any]]:
+    """OpenAI's content parts: the words, then each image as a data: URL."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": image.data_url, "detail": "auto"}}
+              for image in images]
+    return parts
+
+
+def request_body(
+    config: ChatConfig,
+    messages: Sequence[tuple[str, str]],
+    images: Sequence[ImageInput] = (),
+) -> dict[str, Any]:
+    """The request; `images` go with the last message (this turn's user message)."""
+    wire: list[dict[str, Any]] = [{"role": role, "content": content} for role, content in messages]
+    if images:
+        wire[-1]["content"] = _with_images(wire[-1]["content"], images)
     body: dict[str, Any] = {
         "model": config.model,
-        "messages": [{"role": role, "content": content} for role, content in messages],
+        "messages": wire,
         "stream": True,
         "stream_options": {"include_usage": True},
         "temperature": config.temperature,
@@ -93,12 +110,19 @@ class OpenAIClient:
             self._headers["authorization"] = f"Bearer {settings.api_key}"
 
     async def complete(
-        self, config: ChatConfig, messages: Sequence[tuple[str, str]], deadline: float
+        self,
+        config: ChatConfig,
+        messages: Sequence[tuple[str, str]],
+        deadline: float,
+        images: Sequence[ImageInput] = (),
     ) -> AsyncGenerator[UpstreamEvent, None]:
-        """Text deltas, then `Finished`; retries only happen before the first delta went out."""
+        """Text deltas, then `Finished`; retries only happen before the first delta went out.
+
+        `images` go with the last message (this turn's user message) as image content.
+        """
         if not self.settings.api_key:
             raise NotConfigured("OPENAI_API_KEY is not set; the service cannot answer")
-        payload = json.dumps(request_body(config, messages)).encode()
+        payload = json.dumps(request_body(config, messages, images)).encode()
         ending = _Ending(deadline)
         response, events, first = await self._first_delta_with_retries(payload, ending)
         whole = False

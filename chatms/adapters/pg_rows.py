@@ -1,8 +1,10 @@
-"""Conversions between chatms's values and PostgreSQL rows: configs, summaries, cursors."""
+"""Conversions between chatms's values and PostgreSQL rows: configs, summaries, cursors,
+and a message's attachments."""
 
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -11,7 +13,20 @@ import asyncpg
 
 from chatms.domain.context import Summary
 from chatms.domain.errors import InvalidInput
-from chatms.domain.model import ChatConfig
+from chatms.domain.media import Attachment
+from chatms.domain.model import ChatConfig, Message
+
+
+def media_json(message: Message) -> str | None:
+    """The message's attachments as JSON text (sent as text[]: asyncpg reads a list of
+    lists as a two-dimensional array)."""
+    if not message.attachments:
+        return None
+    return json.dumps([a.as_json() for a in message.attachments])
+
+
+def attachments_from(media: list[dict[str, object]] | None) -> tuple[Attachment, ...]:
+    return tuple(Attachment.from_json(a) for a in media or ())
 
 
 def config_to_json(config: ChatConfig) -> dict[str, Any]:

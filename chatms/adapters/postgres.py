@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncpg
 
 from chatms.adapters.pg_rows import (
+    attachments_from,
     config_from_json,
     config_to_json,
     decode_cursor,
     encode_cursor,
+    media_json,
     summary_from,
 )
 from chatms.adapters.pgpool import Connections
@@ -98,10 +100,12 @@ WITH chat AS (
     WHERE id = $1 AND lease_id = $2
     RETURNING id
 ), added AS (
-    INSERT INTO messages (chat_id, seq, role, content, tokens, completion, finish_reason)
-    SELECT chat.id, t.seq, t.role, t.content, t.tokens, t.completion, t.finish_reason
+    INSERT INTO messages (chat_id, seq, role, content, tokens, completion, finish_reason, media)
+    SELECT chat.id, t.seq, t.role, t.content, t.tokens, t.completion, t.finish_reason,
+           t.media::jsonb
     FROM chat, unnest($4::integer[], $5::text[], $6::text[], $7::integer[], $8::text[],
-                      $9::text[]) AS t(seq, role, content, tokens, completion, finish_reason)
+                      $9::text[], $14::text[])
+               AS t(seq, role, content, tokens, completion, finish_reason, media)
 ), erased AS (
     UPDATE messages SET erased = true
     FROM chat WHERE messages.chat_id = chat.id AND messages.seq = ANY($10::integer[])
@@ -113,7 +117,7 @@ SELECT count(*) FROM chat
 _CHAT_DETAIL = """
 SELECT c.status AS chat_status, c.title, c.config->>'model' AS model, s.*,
        m.seq, m.role, m.content, m.tokens, m.erased, m.completion, m.finish_reason, m.created_at,
-       w.status AS delivery
+       w.status AS delivery, m.media
 FROM chats c
 LEFT JOIN LATERAL (
     SELECT version AS summary_version, through_seq AS summary_through,
@@ -189,7 +193,7 @@ class PostgresChatRepository:
                     [m.content for m in new], [m.tokens for m in new],
                     [m.completion.value for m in new], [m.finish_reason for m in new],
                     turn.erased_seqs, usage.prompt_tokens, usage.completion_tokens,
-                    turn.user.content[:200],
+                    turn.user.content[:200], [media_json(m) for m in new],
                 )
                 if stored == 1:
                     return True
@@ -253,7 +257,7 @@ class PostgresChatRepository:
             StoredMessage(
                 r["seq"], r["role"], r["content"], r["tokens"], r["erased"],
                 r["completion"], r["finish_reason"], r["created_at"],
-                DELIVERY.get(r["delivery"]),
+                DELIVERY.get(r["delivery"]), attachments_from(r["media"]),
             )
             for r in rows
             if r["seq"] is not None

@@ -1,8 +1,9 @@
 """Twilio's Messages API through the `twilio` package, on httpx so the event loop never blocks.
 
 `HttpxTwilioClient` implements the package's `AsyncHttpClient` interface and sends each request
-to `TWILIO_API_BASE_URL` instead of the host the package chose (api.twilio.com, or an edge), so
-the same code talks to Twilio in production and to a loopback fake in tests.
+to the base URL configured for the host the package chose: `TWILIO_API_BASE_URL` for the REST
+API (api.twilio.com), `TWILIO_MESSAGING_BASE_URL` for the messaging host (the WhatsApp typing
+indicator), so the same code talks to Twilio in production and to loopback fakes in tests.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from chatms.service.ports import SendFailed
 
 log = logging.getLogger("chatms.twilio")
 
+# The messaging host (typing indicator) has its own base URL; every other host is the API's.
+MESSAGING_HOST = "messaging.twilio.com"
+
+
 def build_twilio_http(connect_timeout: float = 5.0, timeout: float = 15.0) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -39,10 +44,17 @@ def rebase(url: str, base_url: str) -> str:
 class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no types
     """The twilio package's async HTTP interface, backed by a shared httpx client."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, base_url: str, messaging_base_url: str) -> None:
         super().__init__(log, True, None)
         self.http = http
         self.base_url = base_url
+        self.messaging_base_url = messaging_base_url
+
+    def target(self, uri: str) -> str:
+        """Where a request for `uri` goes: each Twilio host has its own base URL."""
+        if urlsplit(uri).hostname == MESSAGING_HOST:
+            return rebase(uri, self.messaging_base_url)
+        return rebase(uri, self.base_url)
 
     async def request(
         self,
@@ -57,7 +69,7 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships 
     ) -> Response:
         response = await self.http.request(
             method.upper(),
-            rebase(uri, self.base_url),
+            self.target(uri),
             params=params,  # type: ignore[arg-type]  # twilio's dict vs httpx's QueryParamTypes
             data=data,
             headers=headers,
@@ -89,11 +101,29 @@ class TwilioSender:
         assert settings.configured, "Twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
         self._client = Client(
             settings.account_sid, settings.auth_token,
-            http_client=HttpxTwilioClient(http, settings.api_base_url),
+            http_client=HttpxTwilioClient(
+                http, settings.api_base_url, settings.messaging_base_url),
         )
         self.attempts = settings.send_attempts
         self.backoff = settings.send_backoff
         self.max_backoff = max_backoff  # the queue's retry cap holds for every wait
+        self.typing_timeout = settings.typing_timeout
+
+    async def typing(self, message_sid: str) -> bool:
+        """Show "typing..." to the sender of `message_sid` (and mark it read); best effort.
+
+        Twilio's typing indicator is a public beta: any failure is logged at DEBUG and
+        reported as False, never raised.
+        """
+        try:
+            async with asyncio.timeout(self.typing_timeout):
+                await self._client.messaging.v2.typing_indicator.create_async(
+                    channel="whatsapp", message_id=message_sid
+                )
+        except (TwilioRestException, httpx.HTTPError, TimeoutError, ValueError) as exc:
+            log.debug("typing indicator for %s failed: %s", message_sid, type(exc).__name__)
+            return False
+        return True
 
     async def send(self, from_: str, to: str, body: str) -> str:
         error = "no attempt made"

@@ -222,6 +222,21 @@ def origins(name: str) -> tuple[str, ...]:
     return setting(name, (), read)
 
 
+def names(
+    name: str, default: tuple[str, ...], normal: Callable[[str], str] = str.strip
+) -> tuple[str, ...]:
+    """A comma-separated list, each item written by `normal`; `none` sets it empty."""
+
+    def read(env: Env, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = env.raw(name)
+        if value is None:
+            return default
+        items = tuple(normal(part) for part in value.split(",") if part.strip())
+        return () if items == ("none",) else items
+
+    return setting(name, default, read)
+
+
 def variables(section: type[Any]) -> list[Field[Any]]:
     """The fields of `section` that are read from a variable."""
     return [f for f in fields(section) if "env" in f.metadata]

@@ -16,6 +16,7 @@ from chatms.config.reading import (
     http_url,
     integer,
     matching,
+    names,
     number,
     optional,
     origins,
@@ -24,7 +25,10 @@ from chatms.config.reading import (
     words,
 )
 from chatms.domain.budget import TokenBudget, known_context_window
+from chatms.domain.limits import UserLimits
 from chatms.domain.model import ChatConfig
+from chatms.domain.texting import phone_number
+from chatms.domain.vision import DEFAULT_VISION_MODELS
 
 # A token is about 4 characters of prose; 32 leaves room for long tokens (runs of spaces or
 # symbols) while still bounding what a broken upstream can make us hold.
@@ -141,6 +145,10 @@ class TurnSettings:
     """The limits every turn is held to, whichever door it came through."""
 
     max_message_chars: int = integer("MAX_MESSAGE_CHARS", 32_000, 1, 10_000_000)
+    # Per-user limits of the gRPC and HTTP doors, whose user ids come from a trusted backend:
+    # off (0) unless set. WhatsApp has its own (see WhatsAppSettings).
+    user_messages_per_minute: int = integer("USER_MESSAGES_PER_MINUTE", 0, 0, 1_000_000)
+    user_daily_tokens: int = integer("USER_DAILY_TOKENS", 0, 0, 10**12)
     max_user_id_chars: int = integer("MAX_USER_ID_CHARS", 256, 1, 10_000)
     turn_timeout: float = number("TURN_TIMEOUT_SECONDS", 300.0, 1, 86_400)
     # A turn renews its lease every half of this; a lease only runs out when its process
@@ -148,6 +156,10 @@ class TurnSettings:
     lease_seconds: float = number("CHAT_LEASE_SECONDS", 60.0, 1, 3600)
     # How long an answer that could not be stored is retried in the background.
     store_retry_seconds: float = 60.0
+
+    @property
+    def door_limits(self) -> UserLimits:
+        return UserLimits(self.user_messages_per_minute, self.user_daily_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +180,11 @@ class UpstreamSettings:
     )
     # aiohttp's client under httpx's API costs half the CPU per event of httpx's own.
     transport: str = choice("UPSTREAM_TRANSPORT", "aiohttp", ("aiohttp", "httpx"))
+    # Voice notes: any OpenAI-compatible server's POST /audio/transcriptions.
+    transcription_model: str = text("TRANSCRIPTION_MODEL", "gpt-4o-mini-transcribe")
+    transcription_timeout: float = number("TRANSCRIPTION_TIMEOUT_SECONDS", 60.0, 0.1, 3600)
+    # Models that take image content (a dated snapshot counts as its family).
+    vision_models: tuple[str, ...] = names("VISION_MODELS", DEFAULT_VISION_MODELS)
     backoff_base: float = 0.25
     max_connections: int = 200
 
@@ -252,11 +269,28 @@ class WhatsAppSettings:
     auth_token: str | None = optional("TWILIO_AUTH_TOKEN", secret=True)
     public_base_url: str | None = http_url("PUBLIC_BASE_URL", None)
     api_base_url: str = http_url("TWILIO_API_BASE_URL", "https://api.twilio.com")
+    # The typing indicator lives on Twilio's messaging host, not its API host.
+    messaging_base_url: str = http_url(
+        "TWILIO_MESSAGING_BASE_URL", "https://messaging.twilio.com")
     max_body_chars: int = integer("WHATSAPP_MAX_BODY_CHARS", 4096, 1, 1_000_000)
     send_rate: float = number("WHATSAPP_SEND_RATE", 10.0, 0.1, 1000)
+    voice_enabled: bool = flag("WHATSAPP_VOICE_ENABLED", True)
+    max_media_bytes: int = integer(
+        "WHATSAPP_MAX_MEDIA_BYTES", 16 * 1024 * 1024, 1024, 100 * 1024 * 1024)
+    media_timeout: float = number("WHATSAPP_MEDIA_TIMEOUT_SECONDS", 30.0, 0.1, 600)
+    burst_window_ms: int = integer("WHATSAPP_BURST_WINDOW_MS", 1500, 0, 60_000)
+    # Anyone can write to the number: per-user limits are on by default (0 switches off).
+    messages_per_minute: int = integer("WHATSAPP_MESSAGES_PER_MINUTE", 20, 0, 1_000_000)
+    daily_tokens: int = integer("WHATSAPP_DAILY_TOKENS", 200_000, 0, 10**12)
+    blocked_numbers: tuple[str, ...] = names("WHATSAPP_BLOCKED_NUMBERS", (), phone_number)
+    typing_timeout: float = 5.0
     send_attempts: int = 4
     send_backoff: float = 0.5
 
     @property
     def configured(self) -> bool:
         return bool(self.account_sid and self.auth_token)
+
+    @property
+    def limits(self) -> UserLimits:
+        return UserLimits(self.messages_per_minute, self.daily_tokens)

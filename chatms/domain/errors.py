@@ -76,3 +76,37 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamRejected(UpstreamError):
     """The provider rejected our credentials or request (4xx other than 429)."""
+
+
+class LimitExceeded(ChatError):
+    """The user is over a limit (`limit` names which); trying again in `retry_after` s helps."""
+
+    limit = "limit"
+
+    def __init__(self, retry_after: int, message: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UserRateLimited(LimitExceeded):
+    """The user sent more messages this minute than the per-user rate allows."""
+
+    limit = "rate"
+
+
+class DailyQuotaExceeded(LimitExceeded):
+    """The user spent the daily token quota; it renews at midnight UTC."""
+
+    limit = "daily_tokens"
+
+
+class MediaError(ChatError):
+    """An inbound message's media could not be used; the message is safe to show."""
+
+
+class MediaTooLarge(MediaError):
+    """The media is larger than the configured limit (refused while it streamed in)."""
+
+
+class MediaUnavailable(MediaError):
+    """The media could not be fetched (refused, gone, too slow) or not read."""

@@ -10,6 +10,7 @@ from enum import StrEnum
 from chatms.domain.budget import TokenBudget, message_tokens
 from chatms.domain.context import Summary, fit_window
 from chatms.domain.errors import ChatEnded, InvalidInput, MessageTooLarge
+from chatms.domain.media import Attachment
 
 
 class Role(StrEnum):
@@ -59,6 +60,8 @@ class Message:
     erased: bool = False
     completion: Completion = Completion.COMPLETE
     finish_reason: str | None = None
+    # Where a user message's text came from (a voice note, a photo); empty for typed text.
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def in_prompt(self) -> bool:
@@ -160,21 +163,30 @@ class Chat:
             yield m.role.value, m.content
 
     def add_user_message(
-        self, content: str, content_tokens: int, budget: TokenBudget
+        self,
+        content: str,
+        content_tokens: int,
+        budget: TokenBudget,
+        extra_tokens: int = 0,
+        attachments: tuple[Attachment, ...] = (),
     ) -> PendingTurn:
-        """Append a user message, erasing the oldest messages the budget cannot keep."""
+        """Append a user message, erasing the oldest messages the budget cannot keep.
+
+        `extra_tokens` is what this turn alone sends with the message (images): it must fit
+        now, but later turns see only `content`, so the stored count leaves it out.
+        """
         if self.status is ChatStatus.ENDED:
             raise ChatEnded()
         if not content.strip():
             raise InvalidInput("user_message must not be empty")
         tokens = message_tokens(content_tokens)
         room = budget.prompt_limit - self.system.tokens
-        if tokens > room:
-            raise MessageTooLarge(tokens, max(room, 0))
+        if tokens + extra_tokens > room:
+            raise MessageTooLarge(tokens + extra_tokens, max(room, 0))
         fit = fit_window(
             budget.prompt_limit, self.system.tokens,
             self.summary.tokens if self.summary else None,
-            [m.tokens for m in self.live], tokens,
+            [m.tokens for m in self.live], tokens + extra_tokens,
         )
         self._summary_in_prompt = fit.keep_summary
         erased: list[int] = []
@@ -182,7 +194,7 @@ class Chat:
             oldest = self.live.popleft()
             oldest.erased = True
             erased.append(oldest.seq)
-        user = Message(self.next_seq, Role.USER, content, tokens)
+        user = Message(self.next_seq, Role.USER, content, tokens, attachments=attachments)
         self.next_seq += 1
         self.live.append(user)
         left_out = self.summary is not None and not fit.keep_summary

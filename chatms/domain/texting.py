@@ -66,3 +66,40 @@ def split_message(text: str, limit: int) -> list[str]:
     if rest:
         parts.append(rest)
     return parts
+
+
+# What people send on WhatsApp besides text, and what chatms does with it.
+AUDIO = "audio"
+IMAGE = "image"
+OTHER = "other"
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+IMAGE_PLACEHOLDER = "[image]"
+DEFAULT_IMAGE_QUESTION = "What is in this image?"
+
+
+def media_kind(content_type: str) -> str:
+    """AUDIO for any audio/*, IMAGE for the photo formats the model reads, else OTHER."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    if base.startswith("audio/"):
+        return AUDIO
+    if base in IMAGE_TYPES:
+        return IMAGE
+    return OTHER
+
+
+def image_placeholder(caption: str) -> str:
+    """What later turns see of a photo: the bytes are not kept, the caption is."""
+    caption = caption.strip()
+    return f"{IMAGE_PLACEHOLDER} {caption}" if caption else IMAGE_PLACEHOLDER
+
+
+def join_burst(texts: list[str]) -> str:
+    """Messages sent in a quick row, as one user message, in arrival order."""
+    return "\n".join(text.strip() for text in texts if text.strip())
+
+
+def phone_number(address: str) -> str:
+    """`whatsapp:+55 11 99999-0000` and `+5511999990000` alike become `+5511999990000`."""
+    bare = address.strip().lower().removeprefix("whatsapp:")
+    digits = "".join(ch for ch in bare if ch.isdigit())
+    return "+" + digits if digits else bare

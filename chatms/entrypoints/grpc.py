@@ -32,6 +32,7 @@ STATUS_FOR: tuple[tuple[type[errors.ChatError], Status], ...] = (
     (errors.NotConfigured, Status.FAILED_PRECONDITION),
     (errors.Unavailable, Status.UNAVAILABLE),
     (errors.UpstreamRateLimited, Status.RESOURCE_EXHAUSTED),
+    (errors.LimitExceeded, Status.RESOURCE_EXHAUSTED),
     (errors.UpstreamTimeout, Status.DEADLINE_EXCEEDED),
     (errors.UpstreamRejected, Status.FAILED_PRECONDITION),
     (errors.UpstreamUnavailable, Status.UNAVAILABLE),

@@ -24,8 +24,10 @@ from chatms.entrypoints.http_errors import (
     error_body,
     error_response,
     http_error,
+    retry_after,
 )
 from chatms.service.chats import ChatService, parse_chat_id
+from chatms.service.ports import StoredMessage
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -91,7 +93,7 @@ class TurnExchange:
                 await send({"type": "http.response.body", "more_body": False,
                             "body": _event(b"error", error_body(code, str(exc)))})
             else:
-                await self._send_json(send, status, error_body(code, str(exc)))
+                await self._send_json(send, status, error_body(code, str(exc)), retry_after(exc))
 
     async def _turn(self, send: Send) -> None:
         async with self.chats.turn(self.user_id, self.chat_id, self.text, "http",
@@ -135,9 +137,11 @@ class TurnExchange:
     async def _send_more(send: Send, body: bytes) -> None:
         await send({"type": "http.response.body", "body": body, "more_body": True})
 
-    async def _send_json(self, send: Send, status: int, obj: dict[str, Any]) -> None:
+    async def _send_json(self, send: Send, status: int, obj: dict[str, Any],
+                         extra: list[tuple[bytes, bytes]] | None = None) -> None:
         self.started = True
-        await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": JSON_HEADERS + (extra or [])})
         await send({"type": "http.response.body", "body": _json(obj), "more_body": False})
 
 
@@ -168,6 +172,21 @@ def _text_field(data: dict[str, Any], name: str, required: bool = True) -> str |
 
 def _stamp(value: datetime) -> str:
     return value.isoformat()
+
+
+def _stored(m: StoredMessage) -> dict[str, Any]:
+    """One message of a chat's history; `delivery` only for WhatsApp answers, `attachments`
+    only where media came with the message."""
+    shown: dict[str, Any] = {
+        "seq": m.seq, "role": m.role, "content": m.content, "tokens": m.tokens,
+        "erased": m.erased, "completion": m.completion, "finish_reason": m.finish_reason,
+        "created_at": _stamp(m.created_at),
+    }
+    if m.delivery:
+        shown["delivery"] = m.delivery
+    if m.attachments:
+        shown["attachments"] = [a.as_json() for a in m.attachments]
+    return shown
 
 
 class HttpChat:
@@ -260,13 +279,7 @@ class HttpChat:
                 "version": summary.version, "through_seq": summary.through_seq,
                 "content": summary.content, "tokens": summary.tokens, "model": summary.model,
                 "created_at": _stamp(summary.created_at)},
-            "messages": [
-                {"seq": m.seq, "role": m.role, "content": m.content, "tokens": m.tokens,
-                 "erased": m.erased, "completion": m.completion,
-                 "finish_reason": m.finish_reason, "created_at": _stamp(m.created_at),
-                 **({"delivery": m.delivery} if m.delivery else {})}
-                for m in chat.messages
-            ],
+            "messages": [_stored(m) for m in chat.messages],
         })
 
     async def end_chat(self, request: Request) -> Response:

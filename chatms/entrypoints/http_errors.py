@@ -23,6 +23,8 @@ HTTP_STATUS_FOR: tuple[tuple[type[errors.ChatError], int, str], ...] = (
     (errors.NotConfigured, 503, "not_configured"),
     (errors.Unavailable, 503, "unavailable"),
     (errors.UpstreamRateLimited, 429, "upstream_rate_limited"),
+    (errors.UserRateLimited, 429, "rate_limited"),
+    (errors.DailyQuotaExceeded, 429, "quota_exceeded"),
     (errors.UpstreamTimeout, 504, "upstream_timeout"),
     (errors.UpstreamRejected, 502, "upstream_rejected"),
     (errors.UpstreamUnavailable, 502, "upstream_unavailable"),
@@ -44,9 +46,19 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
+def retry_after(exc: errors.ChatError) -> list[tuple[bytes, bytes]]:
+    """The Retry-After header a refusal by a per-user limit carries (none for others)."""
+    if isinstance(exc, errors.LimitExceeded):
+        return [(b"retry-after", str(exc.retry_after).encode())]
+    return []
+
+
 def chat_error_response(exc: errors.ChatError) -> JSONResponse:
     status, code = http_error(exc)
-    return error_response(status, code, str(exc))
+    response = error_response(status, code, str(exc))
+    for name, value in retry_after(exc):
+        response.headers[name.decode()] = value.decode()
+    return response
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

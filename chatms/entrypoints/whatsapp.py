@@ -25,6 +25,7 @@ log = logging.getLogger("chatms.whatsapp")
 CHANNEL = "whatsapp"
 
 PATH = "/webhooks/twilio/whatsapp"
+MAX_MEDIA = 10  # Twilio's own limit on media per message
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 NOT_CONFIGURED = (
     "WhatsApp is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to enable it.\n"
@@ -97,6 +98,10 @@ class TwilioWebhook:
             num_media = int(form.get("NumMedia") or "0")
         except ValueError:
             return _text(400, "NumMedia is not a number")
+        media = tuple(
+            (form.get(f"MediaUrl{i}", ""), form.get(f"MediaContentType{i}", ""))
+            for i in range(min(num_media, MAX_MEDIA))
+        )
         message = InboundMessage(
             channel=CHANNEL,
             message_id=form["MessageSid"],
@@ -106,13 +111,17 @@ class TwilioWebhook:
             body=form.get("Body", ""),
             media_count=num_media,
             sender_name=form.get("ProfileName"),
+            media=tuple(item for item in media if item[0]),
         )
         try:
             new = await self.service.accept(message)
         except Unavailable as exc:  # Twilio retries a failed delivery: nothing is lost
             log.error("whatsapp webhook: could not store %s: %s", message.message_id, exc)
             return _text(503, "temporarily unable to accept the message; retry")
-        if not new:
+        if not new and self.service.blocked(message):
+            log.info("whatsapp message %s from a blocked number: arrival recorded only",
+                     message.message_id)
+        elif not new:
             log.info("whatsapp message %s was already accepted; redelivery ignored",
                      message.message_id)
         return Response(EMPTY_TWIML, media_type="text/xml")

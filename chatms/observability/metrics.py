@@ -85,6 +85,10 @@ class Metrics:
             "chatms_completion_tokens", "Completion tokens reported by the model provider",
             ["transport"], registry=r,
         )
+        self.limit_refusals = Counter(
+            "chatms_limit_refusals", "Messages refused by a per-user limit, before any upstream"
+            " call", ["limit", "transport"], registry=r,
+        )
 
     def _storage_metrics(self, r: CollectorRegistry) -> None:
         """PostgreSQL statements and inbound answers given up on."""
@@ -152,6 +156,10 @@ class Metrics:
         if report.usage.completion_tokens:
             self.summary_tokens.labels(report.kind, "completion").inc(
                 report.usage.completion_tokens)
+
+    def observe_refusal(self, limit: str, transport: str) -> None:
+        """Called by the usage gate for each message a limit refused."""
+        self.limit_refusals.labels(limit, transport).inc()
 
     def observe_query(self, query: str, elapsed: float, failed: bool) -> None:
         """Called by the database adapter after each statement."""

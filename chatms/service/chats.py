@@ -12,8 +12,11 @@ from collections.abc import Callable
 
 from chatms.config import ContextSettings, ModelSettings, TurnSettings
 from chatms.domain.errors import InvalidInput
+from chatms.domain.limits import UserLimits
+from chatms.domain.media import UserInput
 from chatms.service.context import ContextKeeper
 from chatms.service.lifecycle import Background, TurnGate
+from chatms.service.limits import UsageGate
 from chatms.service.ports import (
     ChatDetail,
     ChatPage,
@@ -52,6 +55,7 @@ class ChatService:
         context_store: ContextStore | None = None,
         context_llm: WholeCompletionClient | None = None,
         context_observers: tuple[ContextObserver, ...] = (),
+        usage: UsageGate | None = None,
     ) -> None:
         self.repo = repo
         self.rules = ChatRules(model, limits, counter, counters)
@@ -65,16 +69,28 @@ class ChatService:
                 context, context_observers,
             )
         self.kit = TurnKit(repo, llm, self.rules, limits, self.gate, self.background, observers,
-                           self.context)
+                           self.context, usage)
 
     def turn(
-        self, user_id: str, chat_id: str | None, text: str, transport: str,
+        self,
+        user_id: str,
+        chat_id: str | None,
+        text: str,
+        transport: str,
         model: str | None = None,
+        *,
+        media: UserInput | None = None,
+        limits: UserLimits | None = None,
     ) -> Turn:
         """A turn of a chat (a new one when `chat_id` is None, with `model` if it names one):
         `async with` it, then iterate its text deltas; `transport` names the door in metrics
-        and logs."""
-        return Turn(self.kit, user_id, chat_id, text, transport, model)
+        and logs.
+
+        `media` is what came with the message (a voice note's marker, photos). `limits`: the
+        caller already admitted the message under these per-user limits, and the turn only
+        records what it spends; without, the turn admits it under the doors' own limits.
+        """
+        return Turn(self.kit, user_id, chat_id, text, transport, model, media, limits)
 
     def validate(
         self, user_id: str, chat_id: str | None, text: str, model: str | None = None

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from chatms.config import ContextSettings
@@ -44,6 +44,10 @@ CounterFor = Callable[[str], TokenCounter]
 WindowFor = Callable[[str], int]
 
 
+# Told the tokens a summary or title cost, for the chat owner's daily quota.
+Spend = Callable[[int], Awaitable[None]]
+
+
 class ContextKeeper:
     """Owns the background summary and title tasks; shutdown waits for them or cancels them."""
 
@@ -70,23 +74,28 @@ class ContextKeeper:
     def summarizing(self) -> bool:
         return self.policy.strategy == "summarize"
 
-    def after_turn(self, chat: Chat, turn: PendingTurn, new_chat: bool, prompt_limit: int) -> None:
-        """Called once a turn is stored: start what it calls for, never wait for it."""
+    def after_turn(
+        self, chat: Chat, turn: PendingTurn, new_chat: bool, prompt_limit: int,
+        spend: Spend | None = None,
+    ) -> None:
+        """Called once a turn is stored: start what it calls for, never wait for it.
+
+        `spend` is told the tokens each job cost (the chat owner's daily quota)."""
         if self._closing:
             return  # shutting down: the next eviction after a restart catches up
         answer = turn.assistant
         if self.policy.titles and new_chat and answer is not None and answer.content:
             self._start(self._title(chat.id, chat.config.model, turn.user.content,
-                                    answer.content))
+                                    answer.content), spend)
         wanted = bool(turn.erased_seqs) or turn.summary_left_out
         if self.summarizing and wanted and chat.id not in self._summarising:
             target = max(16, min(self.policy.summary_max_tokens, prompt_limit // 4))
             self._summarising.add(chat.id)  # now, so a turn right behind does not start another
             self._start(self._summary(chat.id, chat.config.model, target,
-                                      shorter=turn.summary_left_out))
+                                      shorter=turn.summary_left_out), spend)
 
-    def _start(self, job: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(job)
+    def _start(self, job: Coroutine[Any, Any, Usage], spend: Spend | None) -> None:
+        task = asyncio.ensure_future(self._charged(job, spend))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -102,7 +111,20 @@ class ContextKeeper:
             log.info("cancelled %d summary or title jobs at shutdown", len(pending))
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _summary(self, chat_id: str, chat_model: str, target: int, shorter: bool) -> None:
+    @staticmethod
+    async def _charged(job: Coroutine[Any, Any, Usage], spend: Spend | None) -> None:
+        """Run a job, then tell `spend` what it cost upstream (never failing the job)."""
+        usage = await job
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        if spend is None or tokens <= 0:
+            return
+        try:
+            await spend(tokens)
+        except ChatError as exc:
+            log.warning("tokens of a summary or title not counted: %s", type(exc).__name__)
+
+    async def _summary(self, chat_id: str, chat_model: str, target: int, shorter: bool
+                       ) -> Usage:
         started = time.perf_counter()
         model = self.policy.summary_model or chat_model
         claim = Lease(str(uuid.uuid4()), self.policy.summary_timeout + 10)
@@ -110,7 +132,7 @@ class ContextKeeper:
         try:
             if not await self.store.claim_summary(chat_id, claim):
                 self._report("summary", chat_id, "busy", usage, started)
-                return
+                return usage
             try:
                 outcome, usage = await self._fold(chat_id, model, chat_model, target, shorter,
                                                   claim)
@@ -121,6 +143,7 @@ class ContextKeeper:
             self._failed("summary", chat_id, exc, usage, started)
         finally:
             self._summarising.discard(chat_id)
+        return usage
 
     async def _fold(
         self, chat_id: str, model: str, chat_model: str, target: int, shorter: bool,
@@ -145,7 +168,7 @@ class ContextKeeper:
             return "stale", usage
         return "ok", usage
 
-    async def _title(self, chat_id: str, model: str, question: str, answer: str) -> None:
+    async def _title(self, chat_id: str, model: str, question: str, answer: str) -> Usage:
         started = time.perf_counter()
         usage = Usage()
         try:
@@ -156,11 +179,12 @@ class ContextKeeper:
             title = clean_title(reply.text)
             if title is None:
                 self._report("title", chat_id, "empty", usage, started)
-                return
+                return usage
             stored = await self.store.store_title(chat_id, title)
             self._report("title", chat_id, "ok" if stored else "stale", usage, started)
         except Exception as exc:  # a background job: logged and counted, never a turn's failure
             self._failed("title", chat_id, exc, usage, started)
+        return usage
 
     def _failed(
         self, kind: str, chat_id: str, exc: Exception, usage: Usage, started: float

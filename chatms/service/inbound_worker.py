@@ -40,7 +40,7 @@ class InboundWorker:
         self.service = service
         self.on_undelivered = on_undelivered
         self.store = service.store
-        self.channels = tuple(service.channels)
+        self.channels = service.bursts  # each channel with its burst rule
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -68,6 +68,7 @@ class InboundWorker:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self.service.close()
 
     async def _run(self) -> None:
         arrived = self.service.arrived

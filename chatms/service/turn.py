@@ -18,17 +18,20 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 
 from chatms.config import TurnSettings
 from chatms.domain.errors import ChatError, InvalidInput, UpstreamTimeout
+from chatms.domain.limits import UserLimits
+from chatms.domain.media import UserInput
 from chatms.domain.model import Chat, Completion, PendingTurn, Usage
 from chatms.service.answer import AnswerStream
 from chatms.service.context import ContextKeeper
 from chatms.service.lease import LeaseKeeper
 from chatms.service.lifecycle import Background, TurnGate
+from chatms.service.limits import UsageGate
 from chatms.service.ports import ChatRepository, CompletionClient
 from chatms.service.reports import REQUEST_ID, TurnObserver, TurnReport
 from chatms.service.rules import ChatRules
@@ -49,6 +52,7 @@ class TurnKit:
     background: Background
     observers: tuple[TurnObserver, ...] = ()
     context: ContextKeeper | None = None  # summaries and titles, after the answer
+    usage: UsageGate | None = None  # per-user limits; None: no database to count in
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +87,21 @@ class Turn:
     """
 
     def __init__(
-        self, kit: TurnKit, user_id: str, chat_id: str | None, text: str, transport: str,
+        self,
+        kit: TurnKit,
+        user_id: str,
+        chat_id: str | None,
+        text: str,
+        transport: str,
         model: str | None = None,
+        media: UserInput | None = None,
+        limits: UserLimits | None = None,
     ) -> None:
         self.kit = kit
         self.model = model  # a new chat's model, when the request names one
+        self.media = media
+        self.admitted = limits is not None  # by the caller, under `limits`
+        self.user_limits = limits if limits is not None else kit.limits.door_limits
         self.user_id = user_id
         self.chat_id = ""  # known once entered
         self.text = text
@@ -106,6 +120,8 @@ class Turn:
         self._deadline = time.monotonic() + kit.limits.turn_timeout
         kit.gate.check_open()
         chat_id = kit.rules.validate(self.user_id, self.requested_chat_id, self.text, self.model)
+        if kit.usage is not None and not self.admitted:
+            await kit.usage.admit(self.user_id, self.user_limits, self.report.transport)
         chat, pending = await self._open(chat_id)
         self._store = TurnStore(
             kit.repo, kit.background, chat, pending, self.lease.lease, self.new_chat,
@@ -119,12 +135,16 @@ class Turn:
     async def _open(self, chat_id: str | None) -> tuple[Chat, PendingTurn]:
         """The chat (leased, or new and not yet stored) with the user's message added,
         counted in the encoding of the chat's model."""
-        rules = self.kit.rules
+        rules, media = self.kit.rules, self.media
+        # Images count against this turn's budget only: later turns see the text alone.
+        extra = sum(image.tokens for image in media.images) if media else 0
+        attachments = media.attachments if media else ()
         if chat_id is None:
             # A new chat's row is inserted once the first delta is on its way, never before.
             chat = rules.new_chat(self.user_id, self.model)
             tokens = await rules.count(self.text, chat.config.model)
-            return chat, chat.add_user_message(self.text, tokens, rules.budget_for(chat))
+            return chat, chat.add_user_message(
+                self.text, tokens, rules.budget_for(chat), extra, attachments)
         chat = await self.lease.acquire(chat_id, self.user_id)
         try:
             if self.model and self.model != chat.config.model:
@@ -134,7 +154,8 @@ class Turn:
             if self.kit.context is None or not self.kit.context.summarizing:
                 chat.summary = None  # CONTEXT_STRATEGY=truncate: what left is forgotten
             tokens = await rules.count(self.text, chat.config.model)
-            return chat, chat.add_user_message(self.text, tokens, rules.budget_for(chat))
+            return chat, chat.add_user_message(
+                self.text, tokens, rules.budget_for(chat), extra, attachments)
         except BaseException:
             await self.lease.release(chat.id)
             raise
@@ -144,8 +165,13 @@ class Turn:
         store = self._store
         assert store is not None, "iterate a turn inside `async with`"
         if self._answer is None:
-            chat = store.chat
-            events = self.kit.llm.complete(chat.config, list(chat.prompt()), self._deadline)
+            chat, media = store.chat, self.media
+            prompt = list(chat.prompt())
+            images = media.images if media is not None else ()
+            if media is not None and images:
+                # This turn asks in words beside its images; later turns see the stored text.
+                prompt[-1] = (prompt[-1][0], media.question)
+            events = self.kit.llm.complete(chat.config, prompt, self._deadline, images)
             # A new chat's row is written beside the rest of the answer, so that no database
             # work ever stands between the upstream and the first delta.
             self._answer = AnswerStream(
@@ -215,15 +241,41 @@ class Turn:
         finish_reason = answer.finish_reason if answer is not None else None
         usage = reported or Usage(0, answer_tokens)
         self._result = TurnResult(self.chat_id, content, completion, finish_reason, usage)
-        if store:
-            turn_store.chat.add_assistant_message(
-                turn_store.pending, content, answer_tokens, completion, finish_reason, usage
-            )
-            await turn_store.store()
-            if self.kit.context is not None:  # started, never awaited: off the answer's path
-                chat = turn_store.chat
-                self.kit.context.after_turn(chat, turn_store.pending, self.new_chat,
-                                            self.kit.rules.budget_for(chat).prompt_limit)
+        try:
+            if store:
+                turn_store.chat.add_assistant_message(
+                    turn_store.pending, content, answer_tokens, completion, finish_reason, usage
+                )
+                await turn_store.store()
+                if self.kit.context is not None:  # started, never awaited: off the answer's path
+                    chat = turn_store.chat
+                    self.kit.context.after_turn(
+                        chat, turn_store.pending, self.new_chat,
+                        self.kit.rules.budget_for(chat).prompt_limit, self._spender())
+        finally:
+            await self._spend(reported)
+
+    def _spender(self) -> Callable[[int], Awaitable[None]] | None:
+        """What adds a summary's or title's tokens to the user's day, under a quota."""
+        usage, limits, user_id = self.kit.usage, self.user_limits, self.user_id
+        if usage is None or not limits.daily_tokens:
+            return None
+
+        async def spend(tokens: int) -> None:
+            await usage.spend(user_id, limits, tokens)
+
+        return spend
+
+    async def _spend(self, reported: Usage | None) -> None:
+        """Add what the upstream reported this turn cost to the user's tokens of the day."""
+        usage = self.kit.usage
+        if usage is None or reported is None:
+            return
+        try:
+            await usage.spend(self.user_id, self.user_limits,
+                              reported.prompt_tokens + reported.completion_tokens)
+        except ChatError as exc:
+            log.warning("tokens of a turn of chat %s not counted: %s", self.chat_id, exc)
 
     def _finish_report(self, completion: Completion, exc: BaseException | None) -> None:
         report, answer = self.report, self._answer

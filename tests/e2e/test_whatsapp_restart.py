@@ -55,7 +55,8 @@ def test_answer_sent_once_after_sigkill_and_restart(
 ) -> None:
     """A message acknowledged just before SIGKILL is answered exactly once after a restart."""
     env = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-           "TWILIO_API_BASE_URL": fake_twilio.base_url, "WHATSAPP_CLAIM_SECONDS": "2"}
+           "TWILIO_API_BASE_URL": fake_twilio.base_url, "WHATSAPP_CLAIM_SECONDS": "2",
+           "WHATSAPP_BURST_WINDOW_MS": "0"}
     first = serve(**env)
     fake_openai.queue(Script(first_delay=5))  # the kill lands while the answer is awaited
     sender = new_sender()
@@ -85,7 +86,7 @@ def test_sigterm_lets_the_answer_in_flight_go_out(
 ) -> None:
     """SIGTERM during a WhatsApp turn sends its answer within the grace period, then exits 0."""
     env = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-           "TWILIO_API_BASE_URL": fake_twilio.base_url}
+           "TWILIO_API_BASE_URL": fake_twilio.base_url, "WHATSAPP_BURST_WINDOW_MS": "0"}
     proc = serve(**env)
     fake_openai.queue(Script(first_delay=1))
     sender = new_sender()
@@ -96,3 +97,41 @@ def test_sigterm_lets_the_answer_in_flight_go_out(
     assert proc.terminate() == 0
     assert [p.form["Body"] for p in fake_twilio.sent_to(sender)] == ["You said: finish me"]
     assert "chatms stopped" in proc.log()
+
+
+def test_voice_note_answered_once_after_sigkill_mid_turn(
+    serve, database_url: str, fake_openai: FakeOpenAI, fake_twilio: FakeTwilio
+) -> None:
+    """A voice note, acknowledged and transcribed, then SIGKILL while the model is asked:
+    after a restart it is answered exactly once (with the default burst window)."""
+    env = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+           "TWILIO_API_BASE_URL": fake_twilio.base_url,
+           "TWILIO_MESSAGING_BASE_URL": fake_twilio.messaging_base_url,
+           "WHATSAPP_CLAIM_SECONDS": "2"}
+    first = serve(**env)
+    fake_openai.queue(Script(first_delay=5))  # the kill lands while the answer is awaited
+    fake_openai.transcripts.extend(["remember the milk", "remember the milk"])
+    sender = new_sender()
+    voice = b"OggS\x00\x02" + bytes(range(256)) * 32
+    media = fake_twilio.add_media("audio/ogg", voice)
+    form = inbound_form(sender, "", media=[(media, "audio/ogg")])
+    url = first.http_url + "/webhooks/twilio/whatsapp"
+    reply = httpx.post(url, data=form, headers={"X-Twilio-Signature": sign(url, form)})
+    assert reply.status_code == 200
+    wait_until(lambda: len(fake_openai.requests) == 1, 15, "the turn to reach the upstream")
+    assert len(fake_openai.transcriptions) == 1
+    assert first.proc is not None
+    first.proc.kill()
+    first.proc.wait(10)
+    assert fake_twilio.sent_to(sender) == []
+
+    serve(**env)
+    wait_until(lambda: len(fake_twilio.sent_to(sender)) >= 1, 30, "the answer after restart")
+    row = asyncio.run(_row(database_url, form["MessageSid"]))
+    wait_until(lambda: asyncio.run(_row(database_url, form["MessageSid"]))["status"] == "done",
+               10, "the message to be closed")
+    time.sleep(1.0)  # bounded observation window: a wrong second answer would show up here
+    assert [p.form["Body"] for p in fake_twilio.sent_to(sender)] == [
+        "You said: remember the milk"]
+    row = asyncio.run(_row(database_url, form["MessageSid"]))
+    assert (row["status"], row["parts_sent"]) == ("done", 1)

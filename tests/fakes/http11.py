@@ -37,7 +37,8 @@ class Reply:
     stream: Callable[[asyncio.StreamWriter], Awaitable[None]] | None = None
 
 
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+REASONS = {200: "OK", 201: "Created", 307: "Temporary Redirect", 400: "Bad Request",
+           401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 

@@ -13,11 +13,12 @@ import base64
 import itertools
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from chatms.domain.errors import ChatBusy, ChatEnded, ChatNotFound, InvalidInput, Unavailable
+from chatms.domain.media import ImageInput
 from chatms.domain.model import (
     Chat,
     ChatConfig,
@@ -28,6 +29,7 @@ from chatms.domain.model import (
 )
 from chatms.service.ports import (
     Answer,
+    BurstRule,
     ChatDetail,
     ChatPage,
     ChatRepository,
@@ -40,6 +42,7 @@ from chatms.service.ports import (
     InboundStore,
     Lease,
     MessageSender,
+    Received,
     StoredMessage,
     TokenCounter,
     UpstreamEvent,
@@ -240,14 +243,17 @@ class ScriptedUpstream:
     def __init__(self, *replies: Reply) -> None:
         self.replies = list(replies) or [Reply()]
         self.prompts: list[list[tuple[str, str]]] = []
+        self.images: list[list[ImageInput]] = []  # the images each request carried
         self.deadlines: list[float] = []
         self.closed = 0
 
     async def complete(
-        self, config: ChatConfig, messages: Sequence[tuple[str, str]], deadline: float
+        self, config: ChatConfig, messages: Sequence[tuple[str, str]], deadline: float,
+        images: Sequence[ImageInput] = (),
     ) -> AsyncGenerator[UpstreamEvent, None]:
         reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         self.prompts.append(list(messages))
+        self.images.append(list(images))
         self.deadlines.append(deadline)
         try:
             for index, delta in enumerate(reply.deltas):
@@ -286,6 +292,7 @@ class MemoryInboundStore(Outage):
         self.rows: list[InboundRow] = []
         self.senders: dict[tuple[str, str], str | None] = {}
         self.sent: list[tuple[int, int, str]] = []  # (job id, part, provider id)
+        self.blocked: list[tuple[str, str, str]] = []  # (channel, id, sender): arrivals only
 
     async def accept(self, message: InboundMessage) -> bool:
         self._check()
@@ -295,7 +302,14 @@ class MemoryInboundStore(Outage):
         self.rows.append(InboundRow(message))
         return True
 
-    async def claim(self, channels: Sequence[str], token: str, seconds: float) -> InboundJob | None:
+    async def record_blocked(self, message: InboundMessage) -> None:
+        self._check()
+        self.blocked.append((message.channel, message.message_id, message.sender))
+
+    async def claim(
+        self, channels: Mapping[str, BurstRule], token: str, seconds: float
+    ) -> InboundJob | None:
+        """One message per claim: bursts are claimed by PostgreSQL's store (tested there)."""
         self._check()
         now = time.monotonic()
         seen: set[tuple[str, str]] = set()  # senders with an earlier open message
@@ -310,7 +324,8 @@ class MemoryInboundStore(Outage):
                 row.token, row.claimed_until = token, now + seconds
                 parts = list(row.parts) if row.parts is not None else None
                 return InboundJob(index, m.channel, m.message_id, token, m.sender, m.recipient,
-                                  m.body, m.media_count, parts, row.parts_sent, row.failures)
+                                  [Received(m.body, m.media)], parts, row.parts_sent,
+                                  row.failures, [m.message_id])
         return None
 
     def _mine(self, job: InboundJob) -> InboundRow:
@@ -373,6 +388,7 @@ class RecordingSender:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str]] = []  # (from, to, body)
+        self.typed: list[str] = []  # message ids the typing indicator was shown for
         self.refuse: Exception | None = None
 
     async def send(self, from_: str, to: str, body: str) -> str:
@@ -380,6 +396,10 @@ class RecordingSender:
             raise self.refuse
         self.sent.append((from_, to, body))
         return f"SM{len(self.sent)}"
+
+    async def typing(self, message_id: str) -> bool:
+        self.typed.append(message_id)
+        return True
 
 
 # Each fake is checked against its port by mypy (`mypy tests/fakes/memory.py`).

@@ -6,16 +6,27 @@ broken streams, finish reasons. Non-streamed requests get one `chat.completion` 
 as OpenAI documents it; the fake tells a summary call from a title call by its request (the
 instructions in its system message, as OpenAI would see them) and records each in
 `summaries` / `titles`. Their answers are shaped by `WholeScript`s queued per kind.
+Streamed user messages with image parts echo their text parts, then " [N image(s)]"; image
+content parts are checked like OpenAI checks them (shape, a data: URL that decodes, a vision
+model).
+
+`POST /v1/audio/transcriptions` checks the multipart form like OpenAI (a `file` part whose
+name's extension is a supported format, a known `model`, at most 25 MB) and answers
+`{"text": ...}` with usage: tokens for the gpt-4o transcribe models, seconds for whisper-1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 
 from tests.fakes.http11 import LoopbackFake, Reply, Request, drop, write_chunk
@@ -43,6 +54,23 @@ class Script:
     giant_line: int = 0  # after the pieces, one data line this long that never ends
     usage_counts: tuple[int, int] | None = None  # (prompt, completion) claimed in usage
     content_encoding: str | None = None  # claimed in the headers; the body stays plain
+
+
+TRANSCRIBE_MODELS = frozenset({"whisper-1", "gpt-4o-mini-transcribe", "gpt-4o-transcribe"})
+AUDIO_FORMATS = frozenset({"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm"})
+VISION_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4-turbo", "o1", "o3", "o4-mini")
+DATA_URL = re.compile(r"data:(image/(?:jpeg|png|webp|gif));base64,([A-Za-z0-9+/=]+)")
+
+
+@dataclass
+class Heard:
+    """One transcription request as received."""
+
+    model: str
+    filename: str
+    content_type: str
+    audio: bytes
+    fields: dict[str, str]
 
 
 @dataclass
@@ -120,6 +148,8 @@ class FakeOpenAI(LoopbackFake):
         self.requests: list[Seen] = []  # streamed chat turns
         self.whole_scripts: dict[str, deque[WholeScript]] = {}
         self.whole_requests: list[Seen] = []  # non-streamed: summaries, titles
+        self.transcriptions: list[Heard] = []
+        self.transcripts: deque[str | int] = deque()  # next texts, or an HTTP status to fail
 
     @property
     def summaries(self) -> list[Seen]:
@@ -145,8 +175,17 @@ class FakeOpenAI(LoopbackFake):
         self.requests.clear()
         self.whole_scripts.clear()
         self.whole_requests.clear()
+        self.transcriptions.clear()
+        self.transcripts.clear()
+
+    @property
+    def calls(self) -> int:
+        """Every request that reached the API: turns, summaries, titles, transcriptions."""
+        return len(self.requests) + len(self.whole_requests) + len(self.transcriptions)
 
     async def _handle(self, request: Request) -> Reply:
+        if request.method == "POST" and request.path == "/v1/audio/transcriptions":
+            return self._transcribe(request)
         if request.method != "POST" or request.path != "/v1/chat/completions":
             return _error(404, "not_found", "Unknown endpoint")
         body = json.loads(request.body)
@@ -158,6 +197,9 @@ class FakeOpenAI(LoopbackFake):
             return _unauthorized(request)
         seen = Seen(request.headers, body, time.monotonic())
         self.requests.append(seen)
+        problem = _image_problem(body)
+        if problem is not None:
+            return _error(400, "invalid_image", problem)
         if script.status != 200:
             seen.finished, seen.finished_at = True, time.monotonic()  # a whole reply, at once
             headers = {"retry-after": script.retry_after} if script.retry_after else {}
@@ -165,7 +207,7 @@ class FakeOpenAI(LoopbackFake):
         pieces = script.pieces
         if pieces is None:
             last = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
-            words = last.split(" ")
+            words = _text_of(last).split(" ")
             pieces = ["You said:"] + [" " + w for w in words]
         headers = {"content-type": "text/event-stream"}
         if script.content_encoding:
@@ -238,6 +280,110 @@ class FakeOpenAI(LoopbackFake):
         except (ConnectionError, asyncio.CancelledError):
             seen.closed_early_at = time.monotonic()
             raise drop() from None
+
+
+    def _transcribe(self, request: Request) -> Reply:
+        if request.headers.get("authorization") != f"Bearer {API_KEY}":
+            return _unauthorized(request)
+        form = _multipart(request)
+        if isinstance(form, str):
+            return _error(400, "invalid_request_error", form)
+        fields, (filename, content_type, audio) = form
+        heard = Heard(fields.get("model", ""), filename, content_type, audio, fields)
+        self.transcriptions.append(heard)
+        if heard.model not in TRANSCRIBE_MODELS:
+            return _error(400, "model_not_found", f"The model `{heard.model}` does not exist")
+        ext = filename.rpartition(".")[2].lower()
+        if ext not in AUDIO_FORMATS:
+            return _error(400, "invalid_value", f"Invalid file format. Supported formats: "
+                          f"{sorted(AUDIO_FORMATS)}")
+        if not audio or len(audio) > 25 * 1024 * 1024:
+            return _error(400, "invalid_value", "Audio file is empty or over 25 MB")
+        if ext == "ogg" and not audio.startswith(b"OggS"):
+            return _error(400, "invalid_value", "Audio file might be corrupted or unsupported")
+        nxt = (self.transcripts.popleft() if self.transcripts
+               else f"voice note of {len(audio)} bytes")
+        if isinstance(nxt, int):
+            return _error(nxt, "server_error", "Fake failure")
+        answer: dict[str, Any] = {"text": nxt}
+        if heard.model == "whisper-1":
+            answer["usage"] = {"type": "duration", "seconds": max(1, len(audio) // 4000)}
+        else:
+            out = max(1, len(nxt.split()))
+            answer["usage"] = {"type": "tokens", "input_tokens": 20, "output_tokens": out,
+                               "total_tokens": 20 + out,
+                               "input_token_details": {"text_tokens": 0, "audio_tokens": 20}}
+        return Reply(200, {"content-type": "application/json"}, json.dumps(answer).encode())
+
+
+def _multipart(request: Request) -> tuple[dict[str, str], tuple[str, str, bytes]] | str:
+    """(text fields, (filename, content type, bytes) of `file`), or what is wrong."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data") or "boundary=" not in ctype:
+        return "Content-Type must be multipart/form-data with a boundary"
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + request.body)
+    if not message.is_multipart():
+        return "the body is not a multipart form"
+    fields: dict[str, str] = {}
+    file: tuple[str, str, bytes] | None = None
+    for part in message.iter_parts():
+        if part.get_content_disposition() != "form-data" or not part.get_param(
+                "name", header="content-disposition"):
+            return "every part must be form-data with a name"
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        if name == "file":
+            filename = part.get_filename()
+            if not filename:
+                return "the file part needs a filename"
+            file = (filename, part.get_content_type(), payload)
+        else:
+            fields[str(name)] = payload.decode()
+    if file is None:
+        return "you must provide a file"
+    if "model" not in fields:
+        return "you must provide a model parameter"
+    return fields, file
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: the string, or its text parts joined, plus how many images it has."""
+    if isinstance(content, str):
+        return content
+    texts = [p["text"] for p in content if p.get("type") == "text"]
+    images = sum(1 for p in content if p.get("type") == "image_url")
+    return " ".join(texts) + (f" [{images} image(s)]" if images else "")
+
+
+def _image_problem(body: dict[str, Any]) -> str | None:
+    """What OpenAI would refuse about the request's content parts, if anything."""
+    for message in body["messages"]:
+        content = message["content"]
+        if isinstance(content, str):
+            continue
+        if message["role"] != "user" or not isinstance(content, list) or not content:
+            return "content parts are only accepted in a non-empty list in user messages"
+        for part in content:
+            kind = part.get("type")
+            if kind == "text" and isinstance(part.get("text"), str) and set(part) == {
+                    "type", "text"}:
+                continue
+            if kind != "image_url" or set(part) != {"type", "image_url"}:
+                return f"invalid content part: {sorted(part)}"
+            if not body["model"].startswith(VISION_PREFIXES):
+                return f"image_url is not supported by model {body['model']}"
+            image = part["image_url"]
+            if image.get("detail", "auto") not in ("auto", "low", "high"):
+                return "invalid detail"
+            match = DATA_URL.fullmatch(image.get("url", ""))
+            if match is None:
+                return "image_url.url must be a data URL of a supported image type"
+            try:
+                base64.b64decode(match.group(2), validate=True)
+            except binascii.Error:
+                return "the image data URL is not valid base64"
+    return None
 
 
 ENDLESS_FOR = 60.0  # seconds: an endless stream still ends if its client never does

@@ -7,16 +7,22 @@ summary line: faults injected, survived, messages lost, cross-user reads.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import httpx
 
+from chatms.service.inbound import UPSTREAM_REPLY
+from chatms.service.inbound_media import FETCH_FAILED_REPLY, TRANSCRIBE_FAILED_REPLY
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.fakes.twilio import FakeTwilio, inbound_form, new_sender, sign
 from tests.integration.grpc_client import StreamResult, chat_stream
 from tests.support import AUTH_TOKEN, new_user
+
+OGG = b"OggS\x00\x02" + bytes(range(256)) * 16
 
 OK, UNAVAILABLE = grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE
 SLOW = [f"s{i} " for i in range(40)]
@@ -24,11 +30,17 @@ SLOW = [f"s{i} " for i in range(40)]
 
 @dataclass
 class Ledger:
-    """What the service accepted (must be stored) and what it must have refused."""
+    """What the service accepted (must be stored) and what it must have refused.
+
+    WhatsApp messages count as lost when their row is not closed or no answer went out, and
+    as duplicated for every answer beyond one per turn.
+    """
 
     accepted: list[str] = field(default_factory=list)
     cross_user_reads: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
+    whatsapp_lost: int = 0
+    duplicated_answers: int = 0
 
 
 @dataclass
@@ -39,6 +51,7 @@ class Env:
     twilio: FakeTwilio
     ledger: Ledger
     restart_db: Callable[[], Awaitable[None]]
+    rows: Callable[[str], Awaitable[list[Any]]]
     counter: int = 0
 
     async def turn(self, script: Script | None = None, *, user: str | None = None,
@@ -250,10 +263,92 @@ HOSTILE_UPSTREAM = [
     usage_beyond_int32, body_not_in_its_encoding, nested_json_and_odd_finish_reason,
 ]
 
+async def _post(env: Env, *forms: dict[str, str]) -> list[int]:
+    """Deliver signed webhook posts at the same moment; their status codes."""
+    url = env.http_url + "/webhooks/twilio/whatsapp"
+    async with httpx.AsyncClient(timeout=20) as http:
+        replies = await asyncio.gather(*(
+            http.post(url, data=form, headers={"x-twilio-signature": sign(url, form)})
+            for form in forms))
+    return [r.status_code for r in replies]
+
+
+async def _answered_once(env: Env, sender: str, sids: list[str], answers: int = 1) -> list[str]:
+    """Bodies sent to `sender` once its messages are closed; lost and duplicated are booked."""
+    closed = 0
+    for _ in range(300):  # bounded: 15 s
+        rows = await env.rows(sender)
+        closed = sum(1 for r in rows if r["status"] == "done" and r["message_sid"] in sids)
+        if closed == len(sids) and len(env.twilio.sent_to(sender)) >= answers:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # bounded observation window: a second answer would show up here
+    sent = [p.form["Body"] for p in env.twilio.sent_to(sender)]
+    env.ledger.whatsapp_lost += len(sids) - closed + max(0, answers - len(sent))
+    env.ledger.duplicated_answers += max(0, len(sent) - answers)
+    return sent
+
+
+async def voice_note_fetch_fails(env: Env) -> bool:
+    """The media host has lost the voice note: a polite reply, once, and no upstream call."""
+    url = env.twilio.add_media("audio/ogg", OGG, status=404)
+    form = inbound_form(new_sender(), "", media=[(url, "audio/ogg")])
+    codes = await _post(env, form)
+    sent = await _answered_once(env, form["From"], [form["MessageSid"]])
+    return codes == [200] and sent == [FETCH_FAILED_REPLY] and env.fake.requests == []
+
+
+async def voice_note_media_stalls(env: Env) -> bool:
+    """The media CDN stalls past the media deadline: a polite reply, not a hang."""
+    url = env.twilio.add_media("audio/ogg", OGG, stall=30)
+    form = inbound_form(new_sender(), "", media=[(url, "audio/ogg")])
+    codes = await _post(env, form)
+    sent = await _answered_once(env, form["From"], [form["MessageSid"]])
+    return codes == [200] and sent == [FETCH_FAILED_REPLY]
+
+
+async def transcription_fails(env: Env) -> bool:
+    env.fake.transcripts.append(503)
+    url = env.twilio.add_media("audio/ogg", OGG)
+    form = inbound_form(new_sender(), "", media=[(url, "audio/ogg")])
+    codes = await _post(env, form)
+    sent = await _answered_once(env, form["From"], [form["MessageSid"]])
+    return codes == [200] and sent == [TRANSCRIBE_FAILED_REPLY] and env.fake.requests == []
+
+
+async def burst_redelivered_while_typing_fails(env: Env) -> bool:
+    """A burst of three, one of them delivered twice at once, while the typing indicator
+    fails: one answer holding all three, every MessageSid closed once."""
+    env.twilio.fail_typing(500, 500, 500)
+    sender = new_sender()
+    texts = [f"burst {uuid.uuid4().hex[:8]}" for _ in range(3)]
+    forms = [inbound_form(sender, text) for text in texts]
+    codes = await _post(env, forms[0])
+    codes += await _post(env, forms[1], forms[1])
+    codes += await _post(env, forms[2])
+    sent = await _answered_once(env, sender, [f["MessageSid"] for f in forms])
+    env.ledger.accepted.extend(texts)
+    return codes == [200] * 4 and sent == ["You said: " + "\n".join(texts)]
+
+
+async def voice_note_in_a_burst_with_upstream_failure(env: Env) -> bool:
+    """Text and a voice note in one burst, and the model fails: one apology, nothing lost."""
+    env.fake.queue(*[Script(status=500)] * 3)  # the first try and both retries
+    sender = new_sender()
+    url = env.twilio.add_media("audio/ogg", OGG)
+    forms = [inbound_form(sender, "listen to this"),
+             inbound_form(sender, "", media=[(url, "audio/ogg")])]
+    codes = await _post(env, *forms)
+    sent = await _answered_once(env, sender, [f["MessageSid"] for f in forms])
+    return codes == [200, 200] and sent == [UPSTREAM_REPLY] and len(env.fake.requests) == 3
+
+
 CATALOGUE: list[Callable[[Env], Awaitable[bool]]] = [
     upstream_429_then_ok, upstream_5xx_every_time, cut_before_first_token,
     cut_after_first_token, error_object_in_stream, malformed_sse, no_done_marker,
     empty_answer, length_finish, idle_upstream, client_deadline, racing_turns, foreign_chat,
     database_restart, invalid_input, http_client_leaves_mid_stream, http_garbage,
-    webhook_redelivered_at_once, webhook_forged, *HOSTILE_UPSTREAM,
+    webhook_redelivered_at_once, webhook_forged, *HOSTILE_UPSTREAM, voice_note_fetch_fails,
+    voice_note_media_stalls, transcription_fails, burst_redelivered_while_typing_fails,
+    voice_note_in_a_burst_with_upstream_failure,
 ]

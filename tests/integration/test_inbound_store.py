@@ -11,10 +11,11 @@ import pytest
 from chatms.adapters.inbound_store import PostgresInboundStore
 from chatms.adapters.migrator import migrate
 from chatms.adapters.pgpool import create_pool
-from chatms.service.ports import Answer, ClaimLost, InboundMessage
+from chatms.service.ports import Answer, BurstRule, ClaimLost, InboundMessage
 from tests.fakes.twilio import ACCOUNT_SID, OUR_NUMBER, new_sender
 
-CHANNELS = ("whatsapp",)
+ALONE = BurstRule(window=0.0)  # one message per claim, as before bursts
+CHANNELS = {"whatsapp": ALONE}
 
 
 @pytest.fixture
@@ -48,17 +49,17 @@ async def test_claims_are_exclusive_and_serial_per_sender(store: PostgresInbound
         assert await store.accept(m)
     assert not await store.accept(a1)  # redelivery
     jobs = await asyncio.gather(*(claim(store) for _ in range(4)))
-    claimed = sorted(j.body for j in jobs if j is not None)
+    claimed = sorted(j.messages[0].body for j in jobs if j is not None)
     assert claimed == ["a1", "b1"]
-    first = next(j for j in jobs if j is not None and j.body == "a1")
+    first = next(j for j in jobs if j is not None and j.messages[0].body == "a1")
     await store.save_answer(first, ["ok"], Answer("ok"))
     await store.part_sent(first, 0, "SM1")
     with pytest.raises(ClaimLost):  # the same part cannot be recorded twice
         await store.part_sent(first, 0, "SM1")
     await store.finish(first)
     after = await claim(store)
-    assert after is not None and after.body == "a2"
-    second = next(j for j in jobs if j is not None and j.body == "b1")
+    assert after is not None and [m.body for m in after.messages] == ["a2"]
+    second = next(j for j in jobs if j is not None and j.messages[0].body == "b1")
     await store.finish(second)
     await store.finish(after)
 
@@ -85,13 +86,46 @@ async def test_channels_are_kept_apart(store: PostgresInboundStore) -> None:
     ours = message(sender, "wa")
     theirs = InboundMessage("sms", ours.message_id, ACCOUNT_SID, sender, OUR_NUMBER, "sms")
     assert await store.accept(ours) and await store.accept(theirs)
-    job = await claim(store, channels=("sms",))
-    assert job is not None and (job.channel, job.body) == ("sms", "sms")
+    job = await claim(store, channels={"sms": ALONE})
+    assert job is not None and (job.channel, job.messages[0].body) == ("sms", "sms")
     # Same sender, other channel: not held back by the open sms message.
     other = await claim(store)
-    assert other is not None and (other.channel, other.body) == ("whatsapp", "wa")
+    assert other is not None and (other.channel, other.messages[0].body) == ("whatsapp", "wa")
     await store.save_answer(job, ["ok"], Answer("ok", "00000000-0000-0000-0000-000000000001", True))
     assert await store.active_chat("sms", sender) == "00000000-0000-0000-0000-000000000001"
     assert await store.active_chat("whatsapp", sender) is None
     await store.finish(job)
     await store.finish(other)
+
+
+async def test_a_burst_is_claimed_whole_once_its_sender_is_quiet(
+    store: PostgresInboundStore,
+) -> None:
+    """Nothing is due while the sender keeps typing; then the burst is one job, and its
+    answer closes every message of it in one transaction."""
+    bursts = {"whatsapp": BurstRule(window=0.6)}
+    sender = new_sender()
+    parts = [message(sender, text) for text in ("one", "two", "three")]
+    for m in parts:
+        assert await store.accept(m)
+    assert await claim(store, channels=bursts) is None  # still in the window
+    await asyncio.sleep(0.7)
+    job = await claim(store, channels=bursts)
+    assert job is not None and [m.body for m in job.messages] == ["one", "two", "three"]
+    assert job.message_ids == [m.message_id for m in parts]
+    late = message(sender, "late")
+    assert await store.accept(late)
+    assert await claim(store, channels=bursts) is None  # waits for this turn
+    assert await store.renew(job, 30)
+    await store.save_answer(job, ["one answer"], Answer("one answer"))
+    rows = await store._conn.pool.fetch(
+        "SELECT id, status, answered_by FROM inbound_messages WHERE sender = $1 ORDER BY id",
+        sender)
+    assert [(r["status"], r["answered_by"]) for r in rows] == [
+        ("sending", None), ("done", job.id), ("done", job.id), ("pending", None)]
+    await store.part_sent(job, 0, "SM1")
+    await store.finish(job)
+    await asyncio.sleep(0.7)
+    nxt = await claim(store, channels=bursts)
+    assert nxt is not None and [m.body for m in nxt.messages] == ["late"]
+    await store.fail(nxt, "test over")

@@ -26,8 +26,12 @@ PATH = "/webhooks/twilio/whatsapp"
 
 
 def twilio_env(fake: FakeTwilio, **extra: str) -> dict[str, str]:
+    """WhatsApp through the fake Twilio; one answer per message (no burst window) unless
+    a test sets WHATSAPP_BURST_WINDOW_MS itself."""
     return {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "TWILIO_API_BASE_URL": fake.base_url, **extra}
+            "TWILIO_API_BASE_URL": fake.base_url,
+            "TWILIO_MESSAGING_BASE_URL": fake.messaging_base_url,
+            "WHATSAPP_BURST_WINDOW_MS": "0", **extra}
 
 
 def local_url(app: Any) -> str:
@@ -212,8 +216,11 @@ async def test_reset_starts_a_new_chat(
 async def test_media_and_oversized_bodies_get_a_reply_without_upstream(
     start_app, fake_twilio: FakeTwilio, fake_openai: FakeOpenAI
 ) -> None:
-    """Media without text and a body over the limit get a clear reply and no upstream call."""
-    app = await started(start_app, **twilio_env(fake_twilio, WHATSAPP_MAX_BODY_CHARS="50"))
+    """With voice notes and photos off, media without text gets today's reply; a body over
+    the limit gets a clear reply; neither calls the upstream."""
+    app = await started(start_app, **twilio_env(
+        fake_twilio, WHATSAPP_MAX_BODY_CHARS="50", WHATSAPP_VOICE_ENABLED="false",
+        VISION_MODELS="none"))
     sender = new_sender()
     assert (await deliver(app, inbound_form(sender, "", num_media=1))).status_code == 200
     assert (await deliver(app, inbound_form(sender, "x" * 51))).status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from chatms.config import InboundSettings
-from chatms.domain.texting import utf16_len
+from chatms.domain.texting import split_message, utf16_len
 from chatms.service.inbound import (
     EMPTY_REPLY,
     MEDIA_REPLY,
@@ -36,7 +36,7 @@ def queue(r: Rig, max_body_chars: int = 50) -> tuple[InboundService, MemoryInbou
 async def answer_all(service: InboundService, store: MemoryInboundStore) -> None:
     """Claim and process until nothing is due (bounded: a loop here would be a bug)."""
     for _ in range(20):
-        job = await store.claim(["sms"], uuid.uuid4().hex, 30)
+        job = await store.claim(service.bursts, uuid.uuid4().hex, 30)
         if job is None:
             return
         await service.process(job)
@@ -78,8 +78,9 @@ async def test_limits_and_empty_bodies_are_answered_without_the_model() -> None:
     await service.accept(inbound("+1", "far too long"))
     await service.accept(inbound("+2", "   "))
     await answer_all(service, store)
-    texts = [row.answer.text for row in store.rows if row.answer]
-    assert "at most 5" in texts[0] and texts[1] == MEDIA_REPLY
+    # What each sender was sent (replies in words come before an answer, split like one).
+    texts = [" ".join(row.parts) for row in store.rows if row.parts]
+    assert "at most 5" in texts[0] and texts[1] == " ".join(split_message(MEDIA_REPLY, 20))
     assert r.upstream.prompts == []
 
 
@@ -116,7 +117,7 @@ async def test_an_outage_gives_the_job_back_for_later() -> None:
     service, store, _ = queue(r)
     worker = InboundWorker(service, InboundSettings(poll_seconds=0.01))
     await service.accept(inbound("+1", "hello"))
-    job = await store.claim(["sms"], "t", 30)
+    job = await store.claim(service.bursts, "t", 30)
     assert job is not None
     r.repo.unavailable = True
     await worker._process(job)  # one attempt, run directly
@@ -124,3 +125,22 @@ async def test_an_outage_gives_the_job_back_for_later() -> None:
     row = store.rows[0]
     assert (row.status, row.token, row.failures) == ("pending", None, 1)
     assert row.error is not None and "unavailable" in row.error
+
+
+async def test_a_blocked_sender_is_recorded_only_and_typing_is_shown_to_others() -> None:
+    """A blocked number: its arrival is kept (no text), nothing is queued or answered. Others
+    get the typing indicator for the message being answered."""
+    r = rig()
+    store, sender = MemoryInboundStore(), RecordingSender()
+    channel = Channel("sms", sender, 50, send_rate=1000, blocked=frozenset({"+15550100"}))
+    service = InboundService(store, r.chats, [channel], InboundSettings())
+    blocked = inbound("+1 555 0100", "let me in")
+    assert not await service.accept(blocked)
+    welcome = inbound("+2", "hello")
+    assert await service.accept(welcome)
+    await answer_all(service, store)
+    assert store.blocked == [("sms", blocked.message_id, "+1 555 0100")]
+    assert [row.message.sender for row in store.rows] == ["+2"]
+    assert [to for _, to, _ in sender.sent] == ["+2"] * len(sender.sent)
+    await service.close()
+    assert sender.typed == [welcome.message_id]

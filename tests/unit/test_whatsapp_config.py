@@ -27,6 +27,12 @@ def test_whatsapp_is_off_until_both_credentials_are_set() -> None:
         ({"WHATSAPP_SEND_RATE": "fast"}, "WHATSAPP_SEND_RATE"),
         ({"WHATSAPP_DELIVERY_DEADLINE": "0"}, "WHATSAPP_DELIVERY_DEADLINE"),
         ({"WHATSAPP_RETRY_MAX_SECONDS": "-1"}, "WHATSAPP_RETRY_MAX_SECONDS"),
+        ({"TWILIO_MESSAGING_BASE_URL": "messaging.twilio.com"}, "TWILIO_MESSAGING_BASE_URL"),
+        ({"WHATSAPP_MAX_MEDIA_BYTES": "10"}, "WHATSAPP_MAX_MEDIA_BYTES"),
+        ({"WHATSAPP_BURST_WINDOW_MS": "-1"}, "WHATSAPP_BURST_WINDOW_MS"),
+        ({"WHATSAPP_VOICE_ENABLED": "maybe"}, "WHATSAPP_VOICE_ENABLED"),
+        ({"WHATSAPP_DAILY_TOKENS": "lots"}, "WHATSAPP_DAILY_TOKENS"),
+        ({"USER_MESSAGES_PER_MINUTE": "-5"}, "USER_MESSAGES_PER_MINUTE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
@@ -53,3 +59,22 @@ def test_delivery_is_retried_for_a_day_by_default() -> None:
     w = load_settings({}).inbound
     assert (w.delivery_deadline, w.retry_max_seconds) == (86_400.0, 300.0)
     assert [w.backoff(n) for n in (1, 2, 3, 9, 10, 1000)] == [2, 4, 8, 300, 300, 300]
+
+
+def test_media_burst_and_limit_defaults() -> None:
+    """On by default for WhatsApp (anyone can write); off for the trusted doors."""
+    s = load_settings({})
+    w = s.whatsapp
+    assert (w.voice_enabled, w.max_media_bytes, w.burst_window_ms) == (True, 16 * 2**20, 1500)
+    assert w.messaging_base_url == "https://messaging.twilio.com"
+    assert w.limits.enabled and not s.turns.door_limits.enabled
+    assert s.upstream.transcription_model == "gpt-4o-mini-transcribe"
+    assert "gpt-4o-mini" in s.upstream.vision_models
+
+
+def test_lists_are_normalized() -> None:
+    """Blocked numbers compare in one form; VISION_MODELS=none turns photos off."""
+    s = load_settings({"WHATSAPP_BLOCKED_NUMBERS": "whatsapp:+55 11 99999-0000, +1 (555) 0100",
+                       "VISION_MODELS": "none"})
+    assert s.whatsapp.blocked_numbers == ("+5511999990000", "+15550100")
+    assert s.upstream.vision_models == ()

@@ -22,17 +22,22 @@ from chatms.service.ports.chats import (
 )
 from chatms.service.ports.inbound import (
     Answer,
+    BurstRule,
     ClaimLost,
     InboundJob,
     InboundMessage,
     InboundStore,
     MessageSender,
+    Received,
     SendFailed,
 )
+from chatms.service.ports.limits import UsageStore
+from chatms.service.ports.media import Media, MediaFetcher, Transcriber, Transcript
 
 # Re-exported so that callers of the service need not reach into the domain package.
 __all__ = [
     "Answer",
+    "BurstRule",
     "ChatDetail",
     "ChatPage",
     "ChatRepository",
@@ -45,13 +50,19 @@ __all__ = [
     "InboundMessage",
     "InboundStore",
     "Lease",
+    "Media",
+    "MediaFetcher",
     "Message",
     "MessageSender",
+    "Received",
     "SendFailed",
     "StoredMessage",
     "StoredSummary",
     "TokenCounter",
+    "Transcriber",
+    "Transcript",
     "UpstreamEvent",
+    "UsageStore",
     "WholeAnswer",
     "WholeCompletionClient",
 ]

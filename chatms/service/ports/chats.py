@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from chatms.domain.context import FoldItem, Summary
+from chatms.domain.media import Attachment, ImageInput
 from chatms.domain.model import Chat, ChatConfig, PendingTurn, Usage
 
 
@@ -32,12 +33,17 @@ UpstreamEvent = str | Finished
 
 class CompletionClient(Protocol):
     def complete(
-        self, config: ChatConfig, messages: Sequence[tuple[str, str]], deadline: float
+        self,
+        config: ChatConfig,
+        messages: Sequence[tuple[str, str]],
+        deadline: float,
+        images: Sequence[ImageInput] = (),
     ) -> AsyncGenerator[UpstreamEvent, None]:
         """Stream the answer as events; closing the generator closes the upstream request.
 
         `deadline` (time.monotonic()) is when the whole answer must be in: a stream still
-        going then raises UpstreamTimeout, even one that trickles keep-alives.
+        going then raises UpstreamTimeout, even one that trickles keep-alives. `images` go
+        with the last message (this turn's user message) as image content.
         """
         ...
 
@@ -81,6 +87,7 @@ class StoredMessage:
     created_at: datetime
     # For an answer sent through WhatsApp: "sending", "delivered" or "failed".
     delivery: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

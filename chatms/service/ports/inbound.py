@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,11 +23,21 @@ class InboundMessage:
     body: str
     media_count: int = 0
     sender_name: str | None = None
+    media: tuple[tuple[str, str], ...] = ()  # (url, content type) of each media item
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message of a job as the channel gave it: its text, and its media (url, type)."""
+
+    body: str
+    media: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
 class InboundJob:
-    """A claimed inbound message: only the claim holder (`token`) may advance it."""
+    """Claimed inbound messages of one sender (one, or a burst sent in a quick row): only the
+    claim holder (`token`) may advance them. The first message's row carries the answer."""
 
     id: int
     channel: str
@@ -35,11 +45,11 @@ class InboundJob:
     token: str
     sender: str
     recipient: str
-    body: str
-    media_count: int
+    messages: list[Received]  # in arrival order, the first one's row first
     parts: list[str] | None  # the answer, split; None until it is stored
     parts_sent: int
     failures: int
+    message_ids: list[str] = field(default_factory=list)  # of every message, in order
     age: float = 0.0  # seconds since the message was received, when it was claimed
     claimed_at: float = field(default_factory=time.monotonic)
 
@@ -52,10 +62,25 @@ class InboundJob:
 class Answer:
     """What to send for an inbound job, and where it is kept."""
 
-    text: str
+    text: str | None  # None: only `before` is sent (nothing at all when it is empty too)
     chat_id: str | None = None  # the chat to remember for the sender
     set_chat: bool = False  # whether to change the remembered chat
     seq: int | None = None  # the stored chat message the text delivers
+    before: tuple[str, ...] = ()  # polite replies sent first (media that could not be read)
+
+
+@dataclass(frozen=True, slots=True)
+class BurstRule:
+    """Messages of one sender closer than `window` seconds apart are answered together."""
+
+    window: float = 0.0  # 0: every message alone
+    max_messages: int = 10
+    # A sender who never pauses still gets an answer: a burst closes this long after it began.
+    max_wait_windows: float = 4.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.window > 0
 
 
 class ClaimLost(Exception):
@@ -80,8 +105,15 @@ class InboundStore(Protocol):
         """Record the message as pending work; False when its id was already there."""
         ...
 
-    async def claim(self, channels: Sequence[str], token: str, seconds: float) -> InboundJob | None:
-        """Claim the oldest due message of `channels` whose sender has no earlier one open."""
+    async def record_blocked(self, message: InboundMessage) -> None:
+        """Record only that a blocked sender's message arrived (never its content)."""
+        ...
+
+    async def claim(
+        self, channels: Mapping[str, BurstRule], token: str, seconds: float
+    ) -> InboundJob | None:
+        """Claim the oldest due message of `channels` whose sender has no earlier one open,
+        with the rest of its burst (by the channel's rule) once the burst is over."""
         ...
 
     async def renew(self, job: InboundJob, seconds: float) -> bool:
@@ -94,7 +126,8 @@ class InboundStore(Protocol):
 
     async def save_answer(self, job: InboundJob, parts: list[str], answer: Answer) -> None:
         """Store the split answer, the chat message it delivers and (when `answer.set_chat`)
-        the sender's active chat, atomically. Raises ClaimLost when the claim is gone."""
+        the sender's active chat, atomically; the burst's other messages are closed as
+        answered by it in the same transaction. Raises ClaimLost when the claim is gone."""
         ...
 
     async def part_sent(self, job: InboundJob, index: int, provider_id: str) -> None:
@@ -121,4 +154,9 @@ class MessageSender(Protocol):
 
     async def send(self, from_: str, to: str, body: str) -> str:
         """Send one message; returns the provider's message id. Raises SendFailed."""
+        ...
+
+    async def typing(self, message_id: str) -> bool:
+        """Show the sender an answer is coming (and mark their message read), best effort:
+        never raises; False when it did not work."""
         ...
