@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Every message costs its role and content plus a fixed framing overhead, and every
@@ -34,14 +35,21 @@ KNOWN_CONTEXT_WINDOWS: dict[str, int] = {
 }
 
 
-def known_context_window(model: str) -> int | None:
-    """The context window of a known model family, or None when the model is unknown."""
+def model_family(model: str, families: Iterable[str]) -> str | None:
+    """The longest of `families` that `model` is, or is a dated snapshot of
+    ("gpt-4o-mini-2024-07-18" is a gpt-4o-mini, not a gpt-4o); None when it is none."""
     best: str | None = None
-    for prefix in KNOWN_CONTEXT_WINDOWS:
+    for prefix in families:
         if (model == prefix or model.startswith(prefix + "-")) and (
             best is None or len(prefix) > len(best)
         ):
             best = prefix
+    return best
+
+
+def known_context_window(model: str) -> int | None:
+    """The context window of a known model family, or None when the model is unknown."""
+    best = model_family(model, KNOWN_CONTEXT_WINDOWS)
     return KNOWN_CONTEXT_WINDOWS[best] if best is not None else None
 
 

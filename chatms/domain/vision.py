@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from chatms.domain.budget import model_family
+
 # Longest prefix wins ("gpt-4o-mini-2024-07-18" is a gpt-4o-mini).
 TILE_COSTS: dict[str, tuple[int, int]] = {  # (base, per tile)
     "gpt-4-turbo": (85, 170),
@@ -34,19 +36,9 @@ MAX_PATCHES = 1536
 PATCH = 32
 
 
-def _family(model: str, known: tuple[str, ...]) -> str | None:
-    best: str | None = None
-    for prefix in known:
-        if (model == prefix or model.startswith(prefix + "-")) and (
-            best is None or len(prefix) > len(best)
-        ):
-            best = prefix
-    return best
-
-
 def accepts_images(model: str, vision_models: tuple[str, ...]) -> bool:
     """Whether `model` (or its dated snapshot) is one of the configured vision models."""
-    return _family(model, vision_models) is not None
+    return model_family(model, vision_models) is not None
 
 
 def _tiles(width: int, height: int) -> int:
@@ -78,8 +70,8 @@ class ImageSize:
 
 def image_tokens(model: str, size: ImageSize) -> int:
     """Prompt tokens of one image of `size` for `model` (unknown models: gpt-4o's rates)."""
-    patch_family = _family(model, tuple(PATCH_MULTIPLIERS))
-    tile_family = _family(model, tuple(TILE_COSTS))
+    patch_family = model_family(model, tuple(PATCH_MULTIPLIERS))
+    tile_family = model_family(model, tuple(TILE_COSTS))
     if patch_family is not None and (
         tile_family is None or len(patch_family) > len(tile_family)
     ):
