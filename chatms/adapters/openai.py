@@ -102,12 +102,17 @@ class OpenAIClient:
     def __init__(self, http: httpx.AsyncClient, settings: UpstreamSettings) -> None:
         self.http = http
         self.settings = settings
-        self.url = settings.base_url.rstrip("/") + "/chat/completions"
+        self.url = httpx.URL(settings.base_url.rstrip("/") + "/chat/completions")
         # identity: the stream is read raw, skipping httpx's decoder layer per chunk.
-        self._headers = {"content-type": "application/json", "accept": "text/event-stream",
-                         "accept-encoding": "identity"}
+        headers = {"content-type": "application/json", "accept": "text/event-stream",
+                   "accept-encoding": "identity"}
         if settings.api_key:
-            self._headers["authorization"] = f"Bearer {settings.api_key}"
+            headers["authorization"] = f"Bearer {settings.api_key}"
+        # Merged with the client's own headers and timeouts once, not per request
+        # (`build_request` costs twice what building the request does).
+        self._headers = httpx.Headers(http.headers)
+        self._headers.update(headers)
+        self._extensions = {"timeout": http.timeout.as_dict()}
 
     async def complete(
         self,
@@ -179,7 +184,8 @@ class OpenAIClient:
 
         Nothing has reached the caller yet, so every transient failure here may be retried.
         """
-        request = self.http.build_request("POST", self.url, content=payload, headers=self._headers)
+        request = httpx.Request("POST", self.url, content=payload, headers=self._headers,
+                                extensions=self._extensions)
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout_at(deadline):
