@@ -86,7 +86,11 @@ async def direct(client: httpx.AsyncClient, url: str, text: str, key: str | None
             data = line[5:].strip()
             if data == "[DONE]":
                 break
-            choices = json.loads(data)["choices"]
+            chunk = json.loads(data)
+            if "error" in chunk:  # a gateway may report a failure inside the stream
+                clock.sample.error = "in-stream error: " + str(chunk["error"])[:100]
+                break
+            choices = chunk.get("choices")
             if choices and choices[0]["delta"].get("content"):
                 clock.mark(len(line))
     return clock.done()

@@ -71,7 +71,10 @@ class LiteLLM:
         self.key = "sk-bench-" + secrets.token_hex(16)
         env = {"LITELLM_MASTER_KEY": self.key, "LITELLM_LOG": "ERROR",
                "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
-               "NO_DOCS": "True", "DISABLE_ADMIN_UI": "True"}
+               "NO_DOCS": "True", "DISABLE_ADMIN_UI": "True",
+               # The fake's answer is one word repeated; LiteLLM cuts a stream after 100
+               # identical chunks (a loop guard), which would end every long bench answer.
+               "REPEATED_STREAMING_CHUNK_LIMIT": "1000000"}
         log = work / "litellm.log"
         self.child = Child.command(
             [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(self.port),

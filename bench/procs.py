@@ -109,7 +109,8 @@ def start_chatms(module: str, args: list[str], upstream: str, database_url: str 
         "OPENAI_BASE_URL": upstream, "OPENAI_API_KEY": "sk-bench", "AUTH_TOKEN": AUTH_TOKEN,
         "TIKTOKEN_OFFLINE": "true", "GRPC_HOST": "127.0.0.1", "WEB_HOST": "127.0.0.1",
         "GRPC_SERVER_PORT": str(grpc_port), "WEB_SERVER_PORT": str(web_port),
-        "UPSTREAM_MAX_RETRIES": "0", "LOG_LEVEL": "WARNING",
+        # INFO, as in production: the turn's log line is part of what a turn costs.
+        "UPSTREAM_MAX_RETRIES": "0", "LOG_LEVEL": "INFO",
         # Measured without titles and summaries (each new chat would ask for a title);
         # the `-ctx` doors run with both on, so their cost shows in one row.
         "TITLES_ENABLED": "false", "CONTEXT_STRATEGY": "truncate",

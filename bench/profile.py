@@ -70,6 +70,47 @@ def top(raw: Path) -> dict[str, Any]:
             "own_by_package": shares(by_package)}
 
 
+# A short turn's steps, by the first frame (from the leaf up) that names one.
+STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("token counting", ("tiktoken", "adapters/tokenizer", "domain/budget")),
+    ("log line and metrics", ("logging/", "observability/", "prometheus_client")),
+    ("database (asyncpg, two statements)", ("asyncpg", "adapters/postgres", "adapters/pg_")),
+    ("upstream request and answer (httpx, aiohttp, SSE parsing)",
+     ("adapters/openai", "upstream_http", "adapters/sse", "httpx/", "aiohttp/", "yarl/",
+      "multidict/")),
+    ("gRPC door (grpclib, h2, protobuf)",
+     ("grpclib", "h2/", "hpack", "hyperframe", "betterproto2", "entrypoints/grpc", "protogen")),
+    ("HTTP door (Hypercorn, h11, Starlette)",
+     ("hypercorn", "h11/", "starlette", "entrypoints/http")),
+    ("turn logic (chatms service and domain)", ("chatms/",)),
+)
+LOOP = "event loop and task switching (uvloop, asyncio)"
+
+
+def steps(raw: Path) -> list[tuple[str, float]]:
+    """Shares of a profile's samples per step of a turn (see STEPS); the rest is the loop."""
+    counts: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        counts[_step(frames)] += count
+    return [(name, 100.0 * n / total) for name, n in counts.most_common()] if total else []
+
+
+def _step(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        where = frame.partition(" (")[2]
+        for name, marks in STEPS:
+            if any(mark in where for mark in marks):
+                return name
+    return LOOP
+
+
 def _package(name: str) -> str:
     """`f (grpclib/protocol.py)` -> `grpclib`; `f (contextlib.py)` -> `contextlib`."""
     where = name.rpartition(" (")[2].rstrip(")")

@@ -189,7 +189,8 @@ def _peer_rows(r: dict[str, Any]) -> list[Row]:
         x = _find(r["turn_time"], door)
         return x["total_mean_s"] / direct if direct and "total_mean_s" in x else None
 
-    row("turn time / direct, 100 streams", {d: ratio(d) for d in ("grpc", "sse")},
+    streams = _find(r["turn_time"], "direct").get("concurrency")
+    row(f"turn time / direct, {streams} streams", {d: ratio(d) for d in ("grpc", "sse")},
         ratio("peer"), ".3f")
     row("CPU per relayed event, µs", {d: _find(r["cpu"], d).get("cpu_us_per_event")
                                        for d in ("grpc", "sse")},
@@ -343,6 +344,23 @@ def profile_md(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short_profile_md(r: dict[str, Any]) -> str:
+    """Where a short turn's CPU goes: shares per step, and the top functions, per door."""
+    parts = []
+    for door in ("grpc", "json"):
+        p = r.get(f"profile_short_{door}", {})
+        if "steps" not in p:
+            continue
+        parts.append(f"py-spy, {p['samples']} samples of chatms over {p['seconds']} s "
+                     f"({p['load']}).\n")
+        parts.append("| share of samples | step of a turn |\n|---|---|")
+        parts += [f"| {share:.1f} % | {name} |" for name, share in p["steps"]]
+        parts.append("\n| own time | function (file) |\n|---|---|")
+        parts += [f"| {share:.1f} % | `{name}` |" for name, share in p["own"][:12]]
+        parts.append("")
+    return "\n".join(parts) + "\n" if parts else "(no short-turn profile this run)\n"
+
+
 def _splice(doc: Path, tag: str, body: str) -> None:
     """Replace what lies between `<!-- tag:start -->` and `<!-- tag:end -->` in `doc`."""
     if not doc.exists():
@@ -363,6 +381,7 @@ def write(r: dict[str, Any], out: Path, doc: Path | None = None) -> None:
         _splice(doc, "results", markdown(r).split("\n", 1)[1].lstrip("\n").replace(
             "chatms on core 0", f"Run of {r['meta']['started']}: chatms on core 0", 1))
         _splice(doc, "profile", profile_md(r))
+        _splice(doc, "short-profile", short_profile_md(r))
 
 
 def plot(r: dict[str, Any], out: Path) -> None:

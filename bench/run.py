@@ -25,7 +25,7 @@ from bench.dbwork import database_work
 from bench.harness import Harness, shape
 from bench.peer import LITELLM_VERSION, LiteLLM, litellm_executable
 from bench.procs import AUX_CORE, Child, Postgres, pin_self, start_chatms
-from bench.profile import record, top
+from bench.profile import record, steps, top
 from bench.report import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +60,25 @@ async def profiled(h: Harness, plan: scenarios.Plan, out: Path) -> dict[str, Any
         return {"error": done.stderr.decode(errors="replace")[-500:]}
     return {"load": "gRPC, 50 streams x 300 events at 14 ms", "seconds": plan.profile_seconds,
             **top(raw)}
+
+
+async def profiled_short(h: Harness, plan: scenarios.Plan, out: Path, door: str) -> dict[str, Any]:
+    """Short turns (2 events) 20 at a time while py-spy samples chatms: where a turn's fixed
+    cost goes, step by step."""
+    raw = out / f"pyspy_short_{door}.txt"
+    spy = asyncio.create_task(record(h.pg.child.proc.pid, plan.profile_seconds, raw))
+    load_until = time.monotonic() + plan.profile_seconds
+    rounds = 0
+    while time.monotonic() < load_until and rounds < 20:
+        await h.measure(door, scenarios.SHORT_SHAPE, 20, 200, 30)
+        rounds += 1
+    done = await spy
+    if done is None:
+        return {"skipped": "py-spy not installed (pip install py-spy)"}
+    if done.returncode != 0 or not raw.exists():
+        return {"error": done.stderr.decode(errors="replace")[-500:]}
+    return {"load": f"{door}, short turns (2 events) 20 at a time",
+            "seconds": plan.profile_seconds, "steps": steps(raw), **top(raw)}
 
 
 async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
@@ -128,6 +147,9 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
             results["whatsapp"] = await scenarios.whatsapp_ack(h, TWILIO_TOKEN)
             log("profile (py-spy)")
             results["profile"] = await profiled(h, plan, out)
+            for door in ("grpc", "json"):
+                log(f"profile of short turns, {door} (py-spy)")
+                results[f"profile_short_{door}"] = await profiled_short(h, plan, out, door)
         log("scenario db (in-process, PostgresChatRepository)")
         results["db"] = await database_work(pg.url, 10 if quick else 30)
     finally:
@@ -168,6 +190,7 @@ def cli() -> None:
         exe = litellm_executable(Path(tempfile.mkdtemp()) / "pip.log")
         log(f"LiteLLM {LITELLM_VERSION}: {exe}")
     pin_self()
+    args.out.mkdir(parents=True, exist_ok=True)  # py-spy writes its profiles there
     budget = 300 if args.quick else 900
     results = asyncio.run(asyncio.wait_for(main(args.quick, args.out, args.peer), budget))
     # BENCHMARKS.md shows the latest results only when they went to the default place.
