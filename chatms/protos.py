@@ -34,8 +34,11 @@ def generate(out_dir: Path, proto_dir: Path = PROTO_DIR) -> list[Path]:
     ]
     # The plugin (and the ruff it formats with) sit beside this interpreter, on PATH or not.
     path = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
+    # From the project's root, whatever the caller's folder: the compiler formats with ruff,
+    # which reads its settings (line length) from pyproject.toml.
     subprocess.run(  # noqa: S603
-        command, check=True, capture_output=True, text=True, env={**os.environ, "PATH": path}
+        command, check=True, capture_output=True, text=True, env={**os.environ, "PATH": path},
+        cwd=ROOT,
     )
     return sorted(p.relative_to(out_dir) for p in out_dir.rglob("*") if p.is_file())
 

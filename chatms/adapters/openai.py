@@ -82,9 +82,14 @@ def request_body(
 
 
 class _Retry(Exception):
-    def __init__(self, error: UpstreamError, delay: float | None) -> None:
+    def __init__(self, error: UpstreamError, delay: float | None, empty: bool = False) -> None:
         self.error = error
         self.delay = delay
+        self.empty = empty
+
+
+class _EmptyStream(UpstreamUnavailable):
+    """A 200 whose event stream held no event at all: a broken server more than a blip."""
 
 
 @dataclass(slots=True)
@@ -149,12 +154,15 @@ class OpenAIClient:
         s = self.settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.first_token_timeout
-        attempts = 0
+        attempts = empties = 0
         while True:
             attempts += 1
             try:
                 return await self._until_first_delta(payload, ending, deadline)
             except _Retry as retry:
+                empties += retry.empty
+                if empties > 1:  # the same empty answer twice: it will not get better
+                    raise retry.error from None
                 delay = retry.delay
                 if delay is None:
                     delay = s.backoff_base * 2 ** (attempts - 1)
@@ -201,6 +209,8 @@ class OpenAIClient:
                 events = self._events(chunks, ending)
                 try:
                     first = await anext(events, None)
+                except _EmptyStream as exc:
+                    raise _Retry(exc, None, empty=True) from None
                 except (UpstreamUnavailable, UpstreamTimeout) as exc:
                     raise _Retry(exc, None) from None
                 return response, events, first
@@ -233,11 +243,14 @@ class OpenAIClient:
         """
         decoder = SSEDecoder(self.settings.max_event_bytes)
         deadline = ending.deadline
+        events = 0
         try:
             async for chunk in chunks:
                 if time.monotonic() > deadline:
                     raise UpstreamTimeout("the answer took longer than the turn time limit")
-                texts = self._parse(decoder.feed(chunk), ending)
+                fed = decoder.feed(chunk)
+                events += len(fed)
+                texts = self._parse(fed, ending)
                 if texts:
                     # NUL and lone surrogates cannot be stored (nor sent over gRPC).
                     yield storable(texts[0] if len(texts) == 1 else "".join(texts))
@@ -246,7 +259,9 @@ class OpenAIClient:
                 if ending.done:
                     break
             else:
-                texts = self._parse(decoder.close(), ending)
+                fed = decoder.close()
+                events += len(fed)
+                texts = self._parse(fed, ending)
                 if texts:
                     yield storable("".join(texts))
                 if ending.failure is not None:
@@ -263,6 +278,8 @@ class OpenAIClient:
             if ending.finish_reason is None:
                 raise UpstreamUnavailable("upstream connection broke mid-answer") from None
         if not ending.done and ending.finish_reason is None:
+            if events == 0:
+                raise _EmptyStream("upstream answered 200 with an empty event stream")
             # Some OpenAI-compatible servers omit [DONE]; a finish reason says the answer is whole.
             raise UpstreamUnavailable("upstream stream ended before the answer was finished")
 

@@ -69,7 +69,8 @@ def error_for_status(status: int, body: bytes) -> UpstreamError:
     if detail:
         log.warning("upstream answered HTTP %d: %s", status, detail)
     code = error_code(body)
-    suffix = f" ({code})" if code else ""
+    # A numeric code (some compatible servers send the status again) would only repeat it.
+    suffix = f" ({code})" if code and not code.isdigit() else ""
     if status == 429:
         return UpstreamRateLimited(f"upstream rate limit reached{suffix}")
     if status in (401, 403):

@@ -246,7 +246,9 @@ class PostgresChatRepository:
         return ChatPage(chats, encode_cursor(chats[-1].updated_at, chats[-1].id) if more else None)
 
     async def messages(self, chat_id: str, owner: str) -> list[StoredMessage]:
-        return (await self.chat(chat_id, owner)).messages
+        detail = await self.chat(chat_id, owner)
+        system = [detail.system_message] if detail.system_message else []
+        return system + detail.messages
 
     async def chat(self, chat_id: str, owner: str) -> ChatDetail:
         async with self._conn() as conn:
@@ -263,6 +265,8 @@ class PostgresChatRepository:
             if r["seq"] is not None
         ]
         head = rows[0]
+        # The system message belongs to the chat, not to its counted messages.
+        system = messages.pop(0) if messages and messages[0].role == "system" else None
         summary = None
         if head["summary_version"] is not None:
             summary = StoredSummary(
@@ -270,7 +274,7 @@ class PostgresChatRepository:
                 head["summary_tokens"], head["summary_model"], head["summary_at"],
             )
         return ChatDetail(chat_id, head["chat_status"], messages, head["title"],
-                          head["model"], summary)
+                          head["model"], summary, system)
 
     async def end(self, chat_id: str, owner: str) -> None:
         async with self._conn() as conn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from chatms.config.reading import ConfigError, Env, read_section, variables
@@ -77,11 +78,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return replace(settings, model=settings.model.checked())
 
 
-def load_dotenv_file(path: str = ".env") -> None:
-    """Load `.env` from the working directory; real environment variables win."""
+def load_dotenv_file(path: str = ".env") -> Path | None:
+    """Load `.env` from the working directory (real environment variables win); its path."""
     from dotenv import load_dotenv
 
-    load_dotenv(path, override=False)
+    found = Path(path).resolve()
+    if not found.is_file():
+        return None
+    load_dotenv(found, override=False)
+    return found
 
 
 __all__ = [

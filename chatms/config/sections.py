@@ -200,6 +200,8 @@ class DatabaseSettings:
     data_dir: str = text("CHATMS_DATA_DIR", ".chatms")
     pool_size: int = integer("DATABASE_POOL_SIZE", 10, 1, 1000)
     acquire_timeout: float = number("DATABASE_ACQUIRE_TIMEOUT", 5.0, 0.01, 600)
+    # How long start-up waits for DATABASE_URL to come up (a database started beside us).
+    connect_timeout: float = number("DATABASE_CONNECT_TIMEOUT", 30.0, 0, 3600)
     command_timeout: float = 10.0
 
 

@@ -110,3 +110,7 @@ class MediaTooLarge(MediaError):
 
 class MediaUnavailable(MediaError):
     """The media could not be fetched (refused, gone, too slow) or not read."""
+
+
+class StartupError(Exception):
+    """`chatms serve` cannot start; the message is one line naming the cause and what to change."""

@@ -11,6 +11,16 @@ import re
 RESET_COMMANDS = frozenset({"/reset", "/new", "/restart"})
 
 _SENTENCE_END = re.compile(r"[.!?…](?=\s)")
+# Twilio's `From`: "whatsapp:" and an E.164 number, e.g. whatsapp:+5511999990000.
+_ADDRESS = re.compile(r"whatsapp:\+[0-9]{1,15}")
+
+
+def looks_like_whatsapp(user_id: str) -> bool:
+    return user_id[:9].lower() == "whatsapp:"
+
+
+def is_whatsapp_address(user_id: str) -> bool:
+    return _ADDRESS.fullmatch(user_id) is not None
 
 
 def is_reset(body: str) -> bool:
@@ -33,18 +43,24 @@ def _fitting_prefix(text: str, limit: int) -> int:
 
 
 def _cut(text: str, limit: int) -> int:
-    """Where to end the next part: the last paragraph, else sentence, else word boundary."""
+    """Where to end the next part: the last paragraph, else sentence, else word boundary.
+
+    Only a boundary in the second half of the part counts: an early one would send a part of
+    a few characters ("echo:" before 1600 letters without a space). Without one, the part is
+    cut hard at the limit.
+    """
     window = text[: _fitting_prefix(text, limit)]
+    useful = len(window) // 2
     paragraph = window.rfind("\n\n")
-    if paragraph > 0:
+    if paragraph >= useful and paragraph > 0:
         return paragraph
     sentences = [m.end() for m in _SENTENCE_END.finditer(window) if m.end() < len(window)]
-    if sentences:
+    if sentences and sentences[-1] >= useful:
         return sentences[-1]
     spaces = [i for i, ch in enumerate(window) if ch.isspace() and i > 0]
-    if spaces:
+    if spaces and spaces[-1] >= useful:
         return spaces[-1]
-    return max(len(window), 1)  # one word longer than a part: hard split
+    return max(len(window), 1)  # no boundary late enough: hard split
 
 
 def split_message(text: str, limit: int) -> list[str]:

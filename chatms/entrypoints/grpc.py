@@ -18,6 +18,7 @@ from chatms.observability.logs import request_id_from
 from chatms.protogen import pb
 from chatms.protogen.pb import ChatRequest, ChatResponse, ChatServiceBase
 from chatms.service.chats import ChatService, parse_chat_id
+from chatms.service.ports import StoredMessage
 from chatms.service.reports import REQUEST_ID
 
 DEFAULT_PAGE = 20
@@ -117,15 +118,8 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]  # generated stubs
                 content=summary.content, tokens=summary.tokens, model=summary.model,
                 created_at=_rfc3339(summary.created_at),
             ) if summary is not None else None,
-            messages=[
-                pb.StoredMessage(
-                    seq=m.seq, role=m.role, content=m.content, tokens=m.tokens,
-                    erased=m.erased, completion=m.completion,
-                    finish_reason=m.finish_reason or "", created_at=_rfc3339(m.created_at),
-                    delivery=m.delivery or "",
-                )
-                for m in chat.messages
-            ],
+            messages=[_stored(m) for m in chat.messages],
+            system_message=_stored(chat.system_message) if chat.system_message else None,
         )
 
     async def end_chat(self, message: pb.EndChatRequest) -> pb.EndChatResponse:
@@ -134,6 +128,14 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]  # generated stubs
         except errors.ChatError as exc:
             raise grpc_error(exc) from None
         return pb.EndChatResponse(chat_id=parse_chat_id(message.chat_id), status="ended")
+
+
+def _stored(m: StoredMessage) -> pb.StoredMessage:
+    return pb.StoredMessage(
+        seq=m.seq, role=m.role, content=m.content, tokens=m.tokens, erased=m.erased,
+        completion=m.completion, finish_reason=m.finish_reason or "",
+        created_at=_rfc3339(m.created_at), delivery=m.delivery or "",
+    )
 
 
 def _rfc3339(stamp: datetime) -> str:

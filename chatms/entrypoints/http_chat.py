@@ -279,6 +279,7 @@ class HttpChat:
                 "version": summary.version, "through_seq": summary.through_seq,
                 "content": summary.content, "tokens": summary.tokens, "model": summary.model,
                 "created_at": _stamp(summary.created_at)},
+            "system_message": _stored(chat.system_message) if chat.system_message else None,
             "messages": [_stored(m) for m in chat.messages],
         })
 

@@ -12,6 +12,7 @@ from chatms.domain.budget import TokenBudget, known_context_window
 from chatms.domain.errors import InvalidInput, PayloadTooLarge
 from chatms.domain.model import Chat, Usage
 from chatms.domain.text import is_storable
+from chatms.domain.texting import is_whatsapp_address, looks_like_whatsapp
 from chatms.service.ports import TokenCounter
 
 LONG_TEXT = 4096  # characters; longer texts are tokenized off the event loop
@@ -92,6 +93,12 @@ class ChatRules:
         if len(user_id) > limit:
             raise PayloadTooLarge(f"user_id is longer than {limit} characters")
         storable("user_id", user_id)
+        if looks_like_whatsapp(user_id) and not is_whatsapp_address(user_id):
+            # Mostly a `+` that a URL query turned into a space: say so, not "no chats".
+            raise InvalidInput(
+                "user_id starts with whatsapp: but is not a WhatsApp address (whatsapp:+ and"
+                " the number's digits); in a URL query, write + as %2B"
+            )
 
     async def count(self, text: str, model: str) -> int:
         """Tokens of `text` in `model`'s encoding; a long text takes milliseconds, so it is

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.openai import FakeOpenAI
-from tests.support import ServeProcess, base_env
+from tests.support import WORK_DIR, ServeProcess, base_env
 
 
 @pytest.fixture
@@ -16,10 +16,10 @@ def serve(
     """Start real `chatms serve` processes; every one still running is killed afterwards."""
     started: list[ServeProcess] = []
 
-    def start(**env: str) -> ServeProcess:
+    def start(cwd: Path = WORK_DIR, **env: str) -> ServeProcess:
         full = base_env(database_url, fake_openai.base_url, **env)
         full = {k: v for k, v in full.items() if v != "<unset>"}
-        proc = ServeProcess(full, tmp_path / f"serve-{len(started)}.log").start()
+        proc = ServeProcess(full, tmp_path / f"serve-{len(started)}.log", cwd).start()
         started.append(proc)
         return proc
 

@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from tests.support import AUTH_TOKEN, ROOT, ServeProcess, free_port, new_user
+from tests.support import AUTH_TOKEN, ROOT, WORK_DIR, ServeProcess, free_port, new_user
 
 
 def chat_cli(*args: str, stdin: str = "", token: str | None = AUTH_TOKEN,
@@ -19,14 +19,14 @@ def chat_cli(*args: str, stdin: str = "", token: str | None = AUTH_TOKEN,
         env["AUTH_TOKEN"] = token
     return subprocess.run(
         [sys.executable, "-m", "chatms", "chat", *args], input=stdin, capture_output=True,
-        text=True, env=env, cwd=ROOT, timeout=60,
+        text=True, env=env, cwd=WORK_DIR, timeout=60,
     )
 
 
 def stored(proc: ServeProcess, user: str, chat_id: str) -> list[str]:
     response = httpx.get(f"{proc.http_url}/chats/{chat_id}", params={"user_id": user},
                          headers={"authorization": AUTH_TOKEN}, timeout=10)
-    return [m["content"] for m in response.json()["messages"][1:]]
+    return [m["content"] for m in response.json()["messages"]]
 
 
 def test_one_shot_and_continue(serve) -> None:

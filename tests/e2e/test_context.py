@@ -99,8 +99,9 @@ def test_a_long_chat_folds_its_summaries_and_keeps_every_original(
     assert all(int(t.removeprefix("topic-")) * 2 - 1 > used["through_seq"] for t in live_topics)
     # Stored, never destructive: every original message, and the summary beside them.
     view = get_chat(p, user, chat_id)
-    assert len(view["messages"]) == 1 + 2 * 14
-    assert [m["content"].split()[3] for m in view["messages"][1::2]] == [
+    assert view["system_message"]["seq"] == 0  # the chat's own, beside its messages
+    assert len(view["messages"]) == 2 * 14
+    assert [m["content"].split()[3] for m in view["messages"][0::2]] == [
         f"topic-{i}" for i in range(1, 15)]
     assert view["summary"]["through_seq"] == stored[-1]["through_seq"]
     assert view["summary"]["content"] == stored[-1]["content"]

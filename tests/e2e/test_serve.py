@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 from tests.e2e.grpc_sync import chat
 from tests.fakes.openai import FakeOpenAI
-from tests.support import new_user
+from tests.support import new_user, own_data_dir
 
 
 def test_chat_continues_after_restart(serve, fake_openai: FakeOpenAI) -> None:
@@ -32,9 +31,9 @@ def test_chat_continues_after_restart(serve, fake_openai: FakeOpenAI) -> None:
     assert "chatms stopped" in second.log()
 
 
-def test_embedded_default_starts_postgres_and_keeps_data(serve, tmp_path: Path) -> None:
+def test_embedded_default_starts_postgres_and_keeps_data(serve) -> None:
     """Without DATABASE_URL, serve runs its own PostgreSQL in CHATMS_DATA_DIR, kept across runs."""
-    data = tmp_path / "data"
+    data = own_data_dir()
     first = serve(DATABASE_URL="<unset>", CHATMS_DATA_DIR=str(data))
     user = new_user()
     chat_id = chat(first.grpc_target, user, "hello embedded")[-1].chat_id

@@ -32,6 +32,7 @@ from typing import Any
 from tests.fakes.http11 import LoopbackFake, Reply, Request, drop, write_chunk
 
 API_KEY = "sk-test-fake-openai-key-0123456789"
+MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4", "gpt-3.5-turbo")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Script:
     giant_line: int = 0  # after the pieces, one data line this long that never ends
     usage_counts: tuple[int, int] | None = None  # (prompt, completion) claimed in usage
     content_encoding: str | None = None  # claimed in the headers; the body stays plain
+    empty: bool = False  # a 200 whose event stream holds no event at all
 
 
 TRANSCRIBE_MODELS = frozenset({"whisper-1", "gpt-4o-mini-transcribe", "gpt-4o-transcribe"})
@@ -145,6 +147,8 @@ class FakeOpenAI(LoopbackFake):
     def __init__(self) -> None:
         super().__init__()
         self.scripts: deque[Script] = deque()
+        self.models = list(MODELS)
+        self.models_status = 200
         self.requests: list[Seen] = []  # streamed chat turns
         self.whole_scripts: dict[str, deque[WholeScript]] = {}
         self.whole_requests: list[Seen] = []  # non-streamed: summaries, titles
@@ -177,6 +181,18 @@ class FakeOpenAI(LoopbackFake):
         self.whole_requests.clear()
         self.transcriptions.clear()
         self.transcripts.clear()
+        self.models = list(MODELS)
+        self.models_status = 200
+
+    def _models(self, request: Request) -> Reply:
+        """`GET /models`: the list in `models`, or `models_status` when that is not 200."""
+        if request.headers.get("authorization") != f"Bearer {API_KEY}":
+            return _error(401, "invalid_api_key", "Incorrect API key provided.")
+        if self.models_status != 200:
+            return _error(self.models_status, "not_found", "Fake failure")
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
+        return Reply(200, {"content-type": "application/json"},
+                     json.dumps({"object": "list", "data": data}).encode())
 
     @property
     def calls(self) -> int:
@@ -184,6 +200,8 @@ class FakeOpenAI(LoopbackFake):
         return len(self.requests) + len(self.whole_requests) + len(self.transcriptions)
 
     async def _handle(self, request: Request) -> Reply:
+        if request.method == "GET" and request.path == "/v1/models":
+            return self._models(request)
         if request.method == "POST" and request.path == "/v1/audio/transcriptions":
             return self._transcribe(request)
         if request.method != "POST" or request.path != "/v1/chat/completions":
@@ -242,6 +260,10 @@ class FakeOpenAI(LoopbackFake):
         cid = "chatcmpl-fake"
         try:
             await asyncio.sleep(s.first_delay)
+            if s.empty:
+                await write_chunk(writer, b"")
+                seen.finished, seen.finished_at = True, time.monotonic()
+                return
             for line in s.raw_before:
                 await write_chunk(writer, line.encode())
             await write_chunk(writer, _chunk(cid, model, {"role": "assistant", "content": ""}))

@@ -74,7 +74,8 @@ async def test_summary_input_is_the_evicted_messages_after_the_watermark(
     assert loaded.summary == first
     detail = await store.chat(chat.id, chat.owner)
     assert detail.summary is not None and detail.summary.content == "they asked twice"
-    assert len(detail.messages) == 9, "every original message stays"
+    assert len(detail.messages) == 8, "every original message stays"
+    assert detail.system_message is not None and detail.system_message.seq == 0
 
 
 async def test_one_claim_at_a_time_and_stores_only_move_forward(

@@ -50,12 +50,16 @@ async def test_grpc_history_pages_messages_and_end(start_app) -> None:
 
     got = await unary(app, "GetChat", user_id=user, chat_id=ids[0])
     assert got.status == "active"
+    # The system message is the chat's own: shown as such, not counted among its messages.
+    system = got.system_message
+    assert (system.seq, system.role, system.content) == (
+        0, "system", "You are a helpful assistant.")
     assert [(m.seq, m.role, m.content) for m in got.messages] == [
-        (0, "system", "You are a helpful assistant."),
         (1, "user", "first chat"), (2, "assistant", "You said: first chat"),
         (3, "user", "follow up"), (4, "assistant", "You said: follow up"),
     ]
-    answer = got.messages[2]
+    assert len(got.messages) == page.chats[0].message_count
+    answer = got.messages[1]
     assert answer.tokens > 0 and answer.completion == "complete"
     assert answer.finish_reason == "stop" and not answer.erased and answer.created_at
 
@@ -113,9 +117,12 @@ async def test_http_history_routes(start_app) -> None:
         chat = (await http.get(f"/chats/{ids[0]}", params={"user_id": user},
                                headers=AUTH)).json()
         assert chat["chat_id"] == ids[0] and chat["status"] == "active"
-        assert [(m["role"], m["content"]) for m in chat["messages"][1:]] == [
+        assert chat["system_message"]["role"] == "system"
+        assert chat["system_message"]["content"] == "You are a helpful assistant."
+        assert [(m["role"], m["content"]) for m in chat["messages"]] == [
             ("user", "alpha"), ("assistant", "You said: alpha")]
-        assert set(chat["messages"][2]) == {"seq", "role", "content", "tokens", "erased",
+        assert len(chat["messages"]) == second["chats"][0]["message_count"]  # they agree
+        assert set(chat["messages"][1]) == {"seq", "role", "content", "tokens", "erased",
                                             "completion", "finish_reason", "created_at"}
 
         foreign = await http.get(f"/chats/{ids[0]}", params={"user_id": stranger},
@@ -145,3 +152,21 @@ async def test_http_history_routes(start_app) -> None:
             (await http.post(f"/chats/{ids[1]}/end", content=b"[", headers=AUTH)).status_code,
         ]
         assert statuses == [401, 401, 400, 400, 400, 400, 400]
+
+
+async def test_whatsapp_user_id_in_a_query(start_app) -> None:
+    """The README's example works with `+` encoded; a bare `+` (read as a space) is a 400 that
+    says how to write it, not an empty list."""
+    app = await start_app()
+    user = f"whatsapp:+5511{uuid.uuid4().int % 10**9:09d}"
+    async with client(app) as http:
+        made = await http.post("/chat", headers=AUTH, json={"user_id": user, "user_message": "oi"})
+        assert made.status_code == 200, made.text
+        number = user.removeprefix("whatsapp:+")
+        encoded = await http.get(f"/chats?user_id=whatsapp%3A%2B{number}", headers=AUTH)
+        assert [c["chat_id"] for c in encoded.json()["chats"]] == [made.json()["chat_id"]]
+        bare = await http.get(f"/chats?user_id=whatsapp:+{number}", headers=AUTH)
+        assert bare.status_code == 400
+        assert "%2B" in bare.json()["error"]["message"]
+    refused = await unary(app, "ListChats", user_id=f"whatsapp: {number}")
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT

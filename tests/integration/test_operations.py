@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import grpc
@@ -17,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.grpc_probe import probe
 from tests.integration.grpc_client import chat_stream
-from tests.support import AUTH_TOKEN, grpcio_stubs, new_user
+from tests.support import AUTH_TOKEN, OwnPostgres, grpcio_stubs, new_user
 from tests.support import grpc_target as target
 
 
@@ -54,22 +52,17 @@ async def health(app: object, *services: str) -> list[str]:
 @pytest.fixture
 def own_postgres() -> Iterator[object]:
     """A throwaway PostgreSQL this test may stop and start (never the shared one)."""
-    import pgserver
-
-    data = Path(tempfile.mkdtemp(prefix="chatms-ready-pg-"))
-    server = pgserver.get_server(data / "pgdata", cleanup_mode="delete")
+    server = OwnPostgres()
     try:
         yield server
     finally:
-        server.cleanup()
+        server.close()
 
 
 async def test_readiness_follows_the_database(start_app, own_postgres) -> None:
     """/readyz says 503 naming the database while it is down and 200 again once it is back."""
-    from pgserver._commands import pg_ctl
-
     server = own_postgres
-    app = await start_app(DATABASE_URL=server.get_uri())
+    app = await start_app(DATABASE_URL=server.url)
     ready = await get(app, "/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json() == {
@@ -77,14 +70,14 @@ async def test_readiness_follows_the_database(start_app, own_postgres) -> None:
     }
     assert await health(app, "", "pb.ChatService") == ["SERVING", "SERVING"]
 
-    await asyncio.to_thread(pg_ctl, ["-w", "stop"], pgdata=server.pgdata, user=server.system_user)
+    await asyncio.to_thread(server.stop)
     down = await get(app, "/readyz")
     assert down.status_code == 503
     assert down.json()["status"] == "unavailable"
     assert down.json()["checks"]["database"] != "ok"
     assert down.json()["checks"]["accepting"] == "ok"
 
-    await asyncio.to_thread(server.ensure_postgres_running)
+    await asyncio.to_thread(server.start)
     for _ in range(50):  # the pool replaces its broken connections on demand
         back = await get(app, "/readyz")
         if back.status_code == 200:
@@ -95,8 +88,8 @@ async def test_readiness_follows_the_database(start_app, own_postgres) -> None:
 
 async def test_readiness_names_pending_migrations(start_app, own_postgres) -> None:
     """A database missing a migration makes /readyz answer 503 naming that migration."""
-    app = await start_app(DATABASE_URL=own_postgres.get_uri())
-    conn = await asyncpg.connect(own_postgres.get_uri())
+    app = await start_app(DATABASE_URL=own_postgres.url)
+    conn = await asyncpg.connect(own_postgres.url)
     try:
         await conn.execute("DELETE FROM schema_migrations WHERE version = 1")
     finally:

@@ -180,3 +180,30 @@ async def test_a_refused_question_is_not_asked_again(
     assert "refused one" not in sent and sent[-1] == "second"
     rows = await fetch(database_url, "SELECT content FROM messages WHERE chat_id = $1", chat_id)
     assert "refused one" in [r["content"] for r in rows]
+
+
+async def test_an_empty_event_stream_is_retried_once_then_ends_the_turn(
+    start_app, fake_openai
+) -> None:
+    """A 200 with no event is tried once more; the same empty answer again ends the turn
+    at once with a clear error, whatever retries are left."""
+    app = await start_app(UPSTREAM_MAX_RETRIES="5")
+    fake_openai.queue(*[Script(empty=True)] * 6)
+    result = await chat_stream(target(app), new_user(), "hello")
+    assert result.code == grpc.StatusCode.UNAVAILABLE
+    assert "empty event stream" in result.details
+    assert len(fake_openai.requests) == 2
+
+    fake_openai.scripts.clear()
+    fake_openai.queue(Script(empty=True))  # one empty answer, then a good one
+    result = await chat_stream(target(app), new_user(), "hello")
+    assert result.code == grpc.StatusCode.OK and result.answer == "You said: hello"
+
+
+async def test_a_numeric_error_code_does_not_repeat_the_status(start_app, fake_openai) -> None:
+    """Some compatible servers send the status again as the code: it is said once."""
+    app = await start_app()
+    fake_openai.queue(Script(status=403, error_code="403"))
+    result = await chat_stream(target(app), new_user(), "hi")
+    assert "(HTTP 403)" in result.details
+    assert "(403)" not in result.details.replace("(HTTP 403)", "")

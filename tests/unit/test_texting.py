@@ -75,3 +75,20 @@ def test_whatsapp_parts_are_twilio_s_1600() -> None:
     assert WHATSAPP_PART_LIMIT == 1600
     parts = split_message("word " * 1000, WHATSAPP_PART_LIMIT)
     assert [utf16_len(p) <= 1600 for p in parts] == [True] * 4
+
+
+def test_no_tiny_first_part_before_a_long_word() -> None:
+    """A space early in the text, then 1600 units without one: the first part is not the
+    first word alone but as much as fits."""
+    text = "echo: " + "x" * 1600
+    parts = split_message(text, WHATSAPP_PART_LIMIT)
+    assert [utf16_len(p) for p in parts] == [1600, 6]
+    assert "".join(parts) == text
+
+
+@given(st.lists(st.text(alphabet="ab.", min_size=1, max_size=60), max_size=200).map(" ".join),
+       st.integers(min_value=20, max_value=400))
+def test_every_part_but_the_last_is_of_useful_length(text: str, limit: int) -> None:
+    """Words and sentences: each part but the last holds at least half the limit."""
+    parts = split_message(text, limit)
+    assert all(utf16_len(p) >= limit // 2 for p in parts[:-1])

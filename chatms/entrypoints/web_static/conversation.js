@@ -49,7 +49,7 @@ export async function openChat(chatId) {
     if (state.current.id !== chatId) return; // another chat was opened meanwhile
     state.current.status = chat.status;
     showHeading(chat);
-    showMessages(chat.messages);
+    showMessages(chat);
   } catch (err) {
     if (!handleAuth(err) && state.current.id === chatId) showError(describeError(err));
   }
@@ -75,13 +75,12 @@ async function refreshTitle(chatId) {
   }
 }
 
-function showMessages(messages) {
-  $("empty").hidden = messages.some((m) => m.role !== "system");
+function showMessages(chat) {
+  const messages = chat.messages;
+  $("empty").hidden = messages.length > 0;
+  // The system message is the chat's own, shown first; it is not one of its messages.
+  if (chat.system_message) $("messages").append(systemView(chat.system_message.content));
   for (const m of messages) {
-    if (m.role === "system") {
-      $("messages").append(systemView(m.content));
-      continue;
-    }
     const view = messageView(m);
     if (m.role === "assistant") {
       view.setNote(m.content ? completionNote(m.completion, m.finish_reason)

@@ -180,6 +180,9 @@ class GetChatResponse(betterproto2.Message):
     messages: "list[StoredMessage]" = betterproto2.field(
         3, betterproto2.TYPE_MESSAGE, repeated=True
     )
+    """
+    the ones ChatSummary.message_count counts
+    """
 
     title: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
@@ -190,6 +193,13 @@ class GetChatResponse(betterproto2.Message):
     )
     """
     absent until one was made
+    """
+
+    system_message: "StoredMessage | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    the chat's own; not one of its messages
     """
 
 

@@ -104,7 +104,8 @@ class StoredSummary:
 
 @dataclass(frozen=True, slots=True)
 class ChatDetail:
-    """One chat as its owner sees it: status, every stored message in order, its summary."""
+    """One chat as its owner sees it: status, its system message, and every other stored
+    message in order (the ones `ChatSummary.message_count` counts)."""
 
     id: str
     status: str
@@ -112,6 +113,7 @@ class ChatDetail:
     title: str | None = None
     model: str = ""
     summary: StoredSummary | None = None
+    system_message: StoredMessage | None = None
 
 
 @dataclass(frozen=True, slots=True)
