@@ -81,15 +81,27 @@ def test_unreachable_database_gives_up_after_the_timeout(fake_openai: FakeOpenAI
     assert waited < 30
 
 
-def test_a_database_that_comes_up_later_is_waited_for(serve) -> None:
+def test_a_database_that_comes_up_later_is_waited_for(serve, tmp_path: Path) -> None:
     own = OwnPostgres()
+    own.stop()
+
+    def start_once_waited_for() -> None:  # PostgreSQL comes up while chatms waits for it
+        log = tmp_path / "serve-0.log"  # the serve fixture's log of its first process
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if log.exists() and "waiting for PostgreSQL at" in log.read_text(errors="replace"):
+                break
+            time.sleep(0.05)
+        own.start()
+
+    starter = threading.Thread(target=start_once_waited_for)
+    starter.start()
     try:
-        own.stop()
-        threading.Timer(2.0, own.start).start()
-        proc = serve(DATABASE_URL=own.url, DATABASE_CONNECT_TIMEOUT="30")
+        proc = serve(DATABASE_URL=own.url, DATABASE_CONNECT_TIMEOUT="60")
         assert "waiting for PostgreSQL at" in proc.log()
         assert proc.terminate() == 0
     finally:
+        starter.join(70)
         own.close()
 
 
