@@ -30,7 +30,7 @@ async def test_a_long_whatsapp_chat_is_summarised_and_titled(
     assert listed.title == "Tell me about topic-1"
     chat = await app.chats.chat(sender, listed.id)
     assert chat.summary is not None and chat.summary.content.startswith("Summary: topic-1")
-    assert len(chat.messages) == 1 + 2 * 10
+    assert len(chat.messages) == 2 * 10 and chat.system_message is not None  # the chat's own
     sent = fake_openai.requests[-1].body["messages"]
     assert sent[1]["role"] == "system" and sent[1]["content"].startswith(SUMMARY_HEADING)
     # The gRPC view (read with grpcio) shows the same summary, apart from the messages.
