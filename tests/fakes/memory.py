@@ -183,7 +183,9 @@ class MemoryChatRepository(Outage):
         return ChatPage(page, _encode_cursor(last.updated_at, last.id) if more and last else None)
 
     async def messages(self, chat_id: str, owner: str) -> list[StoredMessage]:
-        return (await self.chat(chat_id, owner)).messages
+        detail = await self.chat(chat_id, owner)
+        system = [detail.system_message] if detail.system_message else []
+        return system + detail.messages
 
     async def chat(self, chat_id: str, owner: str) -> ChatDetail:
         self._check()
@@ -193,8 +195,10 @@ class MemoryChatRepository(Outage):
                           m.finish_reason, at)
             for m, at in zip(stored.messages, stored.created, strict=True)
         ]
+        # As in PostgreSQL: the system message is the chat's own, not one of its messages.
+        system = messages.pop(0) if messages and messages[0].role == "system" else None
         return ChatDetail(stored.id, stored.status.value, messages, stored.title,
-                          stored.config.model)
+                          stored.config.model, system_message=system)
 
     async def end(self, chat_id: str, owner: str) -> None:
         self._check()

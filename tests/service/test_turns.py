@@ -31,8 +31,9 @@ async def test_a_whole_turn_is_stored_and_reported() -> None:
         "Hi you", "complete", "stop")
     assert result.usage.completion_tokens == 2  # as the upstream reported it
     detail = await r.chats.chat("ann", turn.chat_id)
+    assert detail.system_message is not None
+    assert detail.system_message.content == "You are a helpful assistant."
     assert [(m.role, m.content, m.completion) for m in detail.messages] == [
-        ("system", "You are a helpful assistant.", "complete"),
         ("user", "hello there", "complete"),
         ("assistant", "Hi you", "complete"),
     ]
@@ -119,7 +120,7 @@ async def test_a_second_turn_on_a_busy_chat_is_refused_at_once() -> None:
             await r.turn("ann", "meanwhile", chat_id)
         async for _ in first:
             pass
-    assert len((await r.chats.chat("ann", chat_id)).messages) == 5
+    assert len((await r.chats.chat("ann", chat_id)).messages) == 4
 
 
 async def test_a_long_turn_renews_its_lease() -> None:
