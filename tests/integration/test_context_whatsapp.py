@@ -37,4 +37,5 @@ async def test_a_long_whatsapp_chat_is_summarised_and_titled(
     got = await unary(app, "GetChat", user_id=sender, chat_id=listed.id)
     assert got.HasField("summary") and got.summary.content == chat.summary.content
     assert got.summary.through_seq == chat.summary.through_seq and got.summary.version >= 1
-    assert (got.title, got.model, len(got.messages)) == (listed.title, "gpt-4o-mini", 21)
+    assert (got.title, got.model, len(got.messages)) == (listed.title, "gpt-4o-mini", 20)
+    assert got.HasField("system_message")  # the chat's own, beside its counted messages

@@ -58,7 +58,7 @@ async def test_grpc_history_pages_messages_and_end(start_app) -> None:
         (1, "user", "first chat"), (2, "assistant", "You said: first chat"),
         (3, "user", "follow up"), (4, "assistant", "You said: follow up"),
     ]
-    assert len(got.messages) == page.chats[0].message_count
+    assert len(got.messages) == next(c for c in page.chats if c.chat_id == ids[0]).message_count
     answer = got.messages[1]
     assert answer.tokens > 0 and answer.completion == "complete"
     assert answer.finish_reason == "stop" and not answer.erased and answer.created_at
