@@ -45,7 +45,7 @@ async def test_voice_note_is_transcribed_and_answered_once(
     assert fake_twilio.hosts.cdn_saw_credentials == 0
     await wait_closed(app, sender, 1)
     [chat] = (await app.chats.chats(sender)).chats
-    user = (await app.chats.history(sender, chat.id))[1]
+    user = (await app.chats.history(sender, chat.id))[0]  # the system message is apart
     assert user.content == "qual a capital do Brasil"
     [marker] = user.attachments
     assert (marker.kind, marker.content_type, marker.size) == ("voice", "audio/ogg", len(OGG))
@@ -54,9 +54,9 @@ async def test_voice_note_is_transcribed_and_answered_once(
         shown = (await http.get(
             f"http://127.0.0.1:{app.settings.server.web_port}/chats/{chat.id}",
             params={"user_id": sender}, headers={"authorization": AUTH_TOKEN})).json()
-    assert shown["messages"][1]["attachments"] == [
+    assert shown["messages"][0]["attachments"] == [
         {"kind": "voice", "content_type": "audio/ogg", "size": len(OGG), "ref": marker.ref}]
-    assert "attachments" not in shown["messages"][2]
+    assert "attachments" not in shown["messages"][1]
     spent = await pool(app).fetchval("SELECT tokens FROM user_usage WHERE user_id = $1", sender)
     assert spent == 25 + 11 + 6  # transcription (20 + 5 words) and the turn, as reported
 
@@ -107,8 +107,8 @@ async def test_photo_with_caption_reaches_the_model_as_image_content(
                          "You said: what colour is this? [1 image(s)]", "thanks"]
     [chat] = (await app.chats.chats(sender)).chats
     history = await app.chats.history(sender, chat.id)
-    assert history[1].attachments[0].kind == "image"
-    assert history[1].tokens < 20  # the placeholder's tokens, not the image's 765
+    assert history[0].attachments[0].kind == "image"
+    assert history[0].tokens < 20  # the placeholder's tokens, not the image's 765
 
 
 async def test_typing_is_shown_and_its_failure_changes_nothing(
