@@ -2,10 +2,12 @@
 
 In-process, against the run's PostgreSQL, through chatms's own PostgresChatRepository:
 a turn's database work is `acquire` (lease + live window) and `commit_turn` (store +
-release). Statements are counted with asyncpg's query logger on a one-connection pool,
-so after the first turn asyncpg's statement cache is warm and each statement is one round
-trip. Prior messages are seeded with SQL; all but the last ten are erased. The three chats
-take turns in rotation so that caches and noise hit them alike.
+release) on its path, and beside the stream `begin` (the question, an empty answer) and one
+flush of the answer so far per STREAM_FLUSH_MS streamed. Statements are counted with
+asyncpg's query logger on a one-connection pool, so after the first turn asyncpg's statement
+cache is warm and each statement is one round trip. Prior messages are seeded with SQL; all
+but the last ten are erased. The three chats take turns in rotation so that caches and noise
+hit them alike.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from chatms.service.ports import Lease
 CONFIG = {"model": "gpt-4o-mini", "temperature": 1.0, "top_p": 1.0, "max_tokens": 1024,
           "stop": [], "presence_penalty": 0.0, "frequency_penalty": 0.0}
 LIVE = 10
+FLUSHES = 2  # an answer streamed for 0.6 to 0.9 s at STREAM_FLUSH_MS=300
 SIZES = (1, 1_000, 10_000)
 BUDGET = TokenBudget(128_000, 1024)
 
@@ -56,23 +59,41 @@ class Counted:
     def __init__(self) -> None:
         self.on = False
         self.statements: list[str] = []
+        self.beside: list[int] = []  # statements per turn written beside the stream
 
     def log(self, query: str, elapsed: float, failed: bool) -> None:
         if self.on:
             self.statements.append(" ".join(query.split())[:70])
 
 
-async def one_turn(repo: PostgresChatRepository, chat_id: str, owner: str) -> tuple[float, float]:
+async def one_turn(
+    repo: PostgresChatRepository, chat_id: str, owner: str, counted: Counted
+) -> tuple[float, float, float]:
+    """(acquire, commit, writes beside the stream) in ms; statements counted by phase.
+
+    On the turn's path: `acquire` (before the upstream is asked) and `commit` (after the
+    answer). Beside the stream, off that path: `begin` (the question and an empty answer)
+    and the flushes of the answer so far, one per STREAM_FLUSH_MS streamed: here FLUSHES.
+    """
     lease = Lease(str(uuid.uuid4()), 60)
     t0 = time.perf_counter()
     chat = await repo.acquire(chat_id, owner, lease)
     t1 = time.perf_counter()
     pending = chat.add_user_message("what next?", 3, BUDGET)
-    chat.add_assistant_message(pending, "this." * 20, 20, Completion.COMPLETE, "stop",
-                               Usage(100, 20))
+    path = len(counted.statements)
+    await repo.begin(chat, pending, lease, create=False)
+    answer = "this." * 20
+    step = len(answer) // FLUSHES
+    for n in range(FLUSHES):
+        await repo.flush(chat_id, lease, pending.user.seq + 1, n * step,
+                         answer[n * step:(n + 1) * step], 10)
+    beside = len(counted.statements) - path
+    counted.beside.append(beside)
     t2 = time.perf_counter()
+    chat.add_assistant_message(pending, answer, 20, Completion.COMPLETE, "stop", Usage(100, 20))
+    t3 = time.perf_counter()
     await repo.commit_turn(chat, pending, lease)
-    return (t1 - t0) * 1e3, (time.perf_counter() - t2) * 1e3
+    return (t1 - t0) * 1e3, (time.perf_counter() - t3) * 1e3, (t2 - t1) * 1e3
 
 
 async def database_work(url: str, count: int) -> list[dict[str, Any]]:
@@ -83,24 +104,30 @@ async def database_work(url: str, count: int) -> list[dict[str, Any]]:
         async with pool.acquire() as conn:
             chats = [await seed(conn, prior) for prior in SIZES]
         repo = PostgresChatRepository(pool)
-        times: dict[int, list[tuple[float, float]]] = {p: [] for p in SIZES}
+        times: dict[int, list[tuple[float, float, float]]] = {p: [] for p in SIZES}
         statements: dict[int, list[list[str]]] = {p: [] for p in SIZES}
         for i in range(count + 1):  # round 0 warms the statement cache; not counted
             for prior, (chat_id, owner) in zip(SIZES, chats, strict=True):
                 counted.statements = []
                 counted.on = i > 0
-                took = await one_turn(repo, chat_id, owner)
+                took = await one_turn(repo, chat_id, owner, counted)
                 if i > 0:
                     times[prior].append(took)
                     statements[prior].append(counted.statements)
+        beside = max(counted.beside)
         return [
             {
                 "prior_messages": prior, "turns": count,
-                "statements_per_turn": max(len(s) for s in statements[prior]),
+                # On the turn's path (before the upstream call and after the answer).
+                "statements_per_turn": max(len(s) for s in statements[prior]) - beside,
                 "statements": statements[prior][0],
-                "acquire_ms_p50": statistics.median(a for a, _ in times[prior]),
-                "commit_ms_p50": statistics.median(c for _, c in times[prior]),
-                "turn_db_ms_p50": statistics.median(a + c for a, c in times[prior]),
+                # Added by resumable answers, beside the stream: begin + FLUSHES flushes.
+                "writes_beside_stream": beside,
+                "flushes": FLUSHES,
+                "acquire_ms_p50": statistics.median(a for a, _, _ in times[prior]),
+                "commit_ms_p50": statistics.median(c for _, c, _ in times[prior]),
+                "beside_ms_p50": statistics.median(b for _, _, b in times[prior]),
+                "turn_db_ms_p50": statistics.median(a + c for a, c, _ in times[prior]),
             }
             for prior in SIZES
         ]

@@ -231,10 +231,17 @@ def _db_rows(r: dict[str, Any]) -> list[Row]:
     counts = "/".join(str(x["statements_per_turn"]) for x in rows)
     same = len({x["statements_per_turn"] for x in rows}) == 1
     resets = sum("RESET ALL" in q for q in first["statements"])
-    out: list[Row] = [("5. round trips per turn, 1/1k/10k prior",
+    out: list[Row] = [("5. round trips on a turn's path, 1/1k/10k prior",
                        f"{counts} (of which {resets} pool-release RESET)",
                        "same at 1 prior message", "equal, ≤ 2",
                        _verdict(same and first["statements_per_turn"] <= 2))]
+    if "writes_beside_stream" in first:
+        flushes = first["flushes"]
+        out.append(("5. writes beside the stream per turn (resumable answers)",
+                    f"{first['writes_beside_stream']} ({first['beside_ms_p50']:.2f} ms)",
+                    "none before resumable answers",
+                    f"1 + 1 per STREAM_FLUSH_MS (here {flushes}), none per token",
+                    _verdict(first["writes_beside_stream"] == 1 + flushes)))
     for x in rows[1:]:
         ratio = x["turn_db_ms_p50"] / first["turn_db_ms_p50"]
         out.append((f"5. DB time per turn, {x['prior_messages']:,} / 1 prior",

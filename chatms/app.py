@@ -65,6 +65,7 @@ class App:
     _web_stop: asyncio.Event = field(default_factory=asyncio.Event)
     _web_task: asyncio.Task[Any] | None = None
     _grpc_listening: bool = False
+    _sweeper: asyncio.Task[None] | None = None  # marks the answers of dead processes
 
     async def start(self) -> None:
         """Listen on both ports and start the inbound worker; on a failure, stop again."""
@@ -100,6 +101,7 @@ class App:
         )
         if self.inbound_worker is not None:
             self.inbound_worker.start()
+        self._sweeper = asyncio.create_task(self.chats.sweep_interrupted())
 
     async def stop(self) -> None:
         """Stop taking turns, let those in flight finish within the grace period, then close."""
@@ -122,5 +124,7 @@ class App:
         if self._web_task is not None:
             await self._web_task
         await self.chats.drain(grace=self.settings.server.store_grace_seconds)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self.closing.aclose()
         log.info("chatms stopped")

@@ -30,6 +30,7 @@ from chatms.adapters.limits_store import PostgresUsageStore
 from chatms.adapters.migrator import migrate, pending_migrations
 from chatms.adapters.openai import OpenAIClient
 from chatms.adapters.openai_whole import OpenAIWholeClient
+from chatms.adapters.pg_listen import PostgresListener
 from chatms.adapters.pgpool import QueryObserver, create_pool
 from chatms.adapters.postgres_connect import wait_for_database
 from chatms.adapters.tokenizer import load_counters
@@ -78,6 +79,7 @@ class Database:
     pool: asyncpg.Pool
     embedded: EmbeddedPostgres | None
     applied: list[str]  # the migrations applied on opening
+    url: str = ""  # for connections of its own (the LISTEN connection)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -112,7 +114,7 @@ async def open_database(
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
         raise
-    return Database(pool, embedded, applied)
+    return Database(pool, embedded, applied, url)
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,12 @@ class Storage:
     context: ContextStore | None = None  # None: no summaries or titles
     checks: Mapping[str, Ping] = field(default_factory=dict)
     database: Database | None = None  # the PostgreSQL behind it, when it is one
+    # What other replicas' turns say (progress, ends, stop requests); None: one process.
+    signals: PostgresListener | None = None
 
     async def close(self) -> None:
+        if self.signals is not None:
+            await self.signals.stop()
         if self.database is not None:
             await self.database.close()
 
@@ -144,6 +150,9 @@ async def postgres_storage(settings: Settings, metrics: Metrics) -> Storage:
         if pending:
             raise NotReady("pending: " + ", ".join(pending))
 
+    # Outside the pool: a LISTEN connection is never handed to anyone else.
+    signals = PostgresListener(db.url)
+    await signals.start()
     return Storage(
         chats=repo,
         inbound=PostgresInboundStore(db.pool, settings.database),
@@ -151,6 +160,7 @@ async def postgres_storage(settings: Settings, metrics: Metrics) -> Storage:
         context=repo,
         checks={"database": repo.ping, "migrations": migrations},
         database=db,
+        signals=signals,
     )
 
 
@@ -219,6 +229,7 @@ async def build_app(settings: Settings, storage: StorageFactory = postgres_stora
             counters=counters.for_model, context=settings.context, context_store=store.context,
             context_llm=OpenAIWholeClient(upstream_http, settings.upstream),
             context_observers=(metrics.observe_context, log_context), usage=gate,
+            signals=store.signals,
         )
         metrics.watch_streams(chats.streaming)
         ready = readiness(chats, store.checks)
@@ -235,7 +246,9 @@ async def build_app(settings: Settings, storage: StorageFactory = postgres_stora
         )
         require_token(grpc_server, token)
         tag_requests(grpc_server)
-        routes = [*ops_routes(ready, metrics), *chat_routes(chats, token, server.max_body_bytes)]
+        carry_on = settings.turns.disconnected_turns == "continue"
+        routes = [*ops_routes(ready, metrics),
+                  *chat_routes(chats, token, server.max_body_bytes, carry_on)]
         routes += whatsapp_routes(TwilioWebhook(
             inbound[0] if inbound else None, settings.whatsapp, server.max_body_bytes
         ))

@@ -19,6 +19,7 @@ from chatms.adapters.pg_rows import (
     summary_from,
 )
 from chatms.adapters.pgpool import Connections
+from chatms.adapters.postgres_answers import AnswerStatements
 from chatms.config import DatabaseSettings
 from chatms.domain.errors import ChatBusy, ChatEnded, ChatNotFound, Unavailable
 from chatms.domain.model import (
@@ -51,6 +52,11 @@ WITH leased AS (
     WHERE id = $1 AND owner_id = $2 AND status = 'active'
       AND (lease_until IS NULL OR lease_until < now() OR lease_id = $3)
     RETURNING id, config, next_seq
+), interrupted AS (
+    -- An answer still 'streaming' under a lapsed lease: its process died. (This statement
+    -- reads the row as it was; the loader maps 'streaming' to 'interrupted' likewise.)
+    UPDATE messages SET completion = 'interrupted'
+    FROM leased WHERE messages.chat_id = leased.id AND messages.completion = 'streaming'
 )
 SELECT l.config, l.next_seq, w.*, s.*
 FROM leased l, LATERAL (
@@ -73,24 +79,13 @@ SELECT status, lease_until IS NOT NULL AND lease_until >= now() AS busy
 FROM chats WHERE id = $1 AND owner_id = $2
 """
 
-_CREATE = """
-WITH chat AS (
-    INSERT INTO chats (id, owner_id, config, lease_id, lease_until)
-    VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-)
-INSERT INTO messages (chat_id, seq, role, content, tokens)
-SELECT id, 0, 'system', $6, $7 FROM chat
-"""
-
 # One statement, so one transaction and one round trip. Every part hangs on `chat`, the
 # row whose lease we still hold: a turn that lost its lease stores nothing.
 _COMMIT = """
 WITH chat AS (
     UPDATE chats SET
         next_seq = $3,
-        message_count = message_count + cardinality($4::integer[]),
+        message_count = $3 - 1,  -- every message but the system one; begin may have counted
         prompt_tokens = prompt_tokens + $11,
         completion_tokens = completion_tokens + $12,
         title = COALESCE(title, $13),
@@ -100,23 +95,34 @@ WITH chat AS (
     WHERE id = $1 AND lease_id = $2
     RETURNING id
 ), added AS (
+    -- Usually `begin` stored the user message and a 'streaming' answer already: the answer
+    -- becomes final here. Without them (begin failed), both are inserted now.
     INSERT INTO messages (chat_id, seq, role, content, tokens, completion, finish_reason, media)
     SELECT chat.id, t.seq, t.role, t.content, t.tokens, t.completion, t.finish_reason,
            t.media::jsonb
     FROM chat, unnest($4::integer[], $5::text[], $6::text[], $7::integer[], $8::text[],
                       $9::text[], $14::text[])
                AS t(seq, role, content, tokens, completion, finish_reason, media)
+    ON CONFLICT (chat_id, seq) DO UPDATE SET
+        content = EXCLUDED.content, tokens = EXCLUDED.tokens,
+        completion = EXCLUDED.completion, finish_reason = EXCLUDED.finish_reason
+    WHERE messages.completion = 'streaming'
 ), erased AS (
     UPDATE messages SET erased = true
     FROM chat WHERE messages.chat_id = chat.id AND messages.seq = ANY($10::integer[])
 )
-SELECT count(*) FROM chat
+-- Followers of the answer on other replicas hear that it is final.
+SELECT count(*) FROM (SELECT pg_notify('chatms_turns', 'e ' || $1::text || ' ' || $15)
+                      FROM chat) AS notified
 """
 
 
 _CHAT_DETAIL = """
 SELECT c.status AS chat_status, c.title, c.config->>'model' AS model, s.*,
-       m.seq, m.role, m.content, m.tokens, m.erased, m.completion, m.finish_reason, m.created_at,
+       m.seq, m.role, m.content, m.tokens, m.erased, m.finish_reason, m.created_at,
+       -- An answer still 'streaming' under a lapsed lease was cut by a crash.
+       CASE WHEN m.completion = 'streaming' AND (c.lease_until IS NULL OR c.lease_until < now())
+            THEN 'interrupted' ELSE m.completion END AS completion,
        w.status AS delivery, m.media
 FROM chats c
 LEFT JOIN LATERAL (
@@ -131,7 +137,13 @@ WHERE c.id = $1 AND c.owner_id = $2 ORDER BY m.seq
 """
 
 
-class PostgresChatRepository:
+def _loaded(completion: str) -> Completion:
+    """A message's completion as a new turn sees it: a leftover 'streaming' answer was cut."""
+    found = Completion(completion)
+    return Completion.INTERRUPTED if found is Completion.STREAMING else found
+
+
+class PostgresChatRepository(AnswerStatements):
     def __init__(self, pool: asyncpg.Pool, settings: DatabaseSettings | None = None) -> None:
         self._conn = Connections(pool, settings)
 
@@ -164,7 +176,7 @@ class PostgresChatRepository:
                 raise ChatEnded()
             raise ChatBusy()
         messages = [
-            Message(seq, Role(role), content, tokens, completion=Completion(completion),
+            Message(seq, Role(role), content, tokens, completion=_loaded(completion),
                     finish_reason=reason)
             for seq, role, content, tokens, completion, reason in zip(
                 row["seqs"] or (), row["roles"] or (), row["contents"] or (),
@@ -182,7 +194,9 @@ class PostgresChatRepository:
         )
 
     async def commit_turn(self, chat: Chat, turn: PendingTurn, lease: Lease) -> None:
-        new = [turn.user] if turn.assistant is None else [turn.user, turn.assistant]
+        assert turn.assistant is not None, "a turn is committed with its answer"
+        final = turn.assistant
+        new = [turn.user, final]
         usage = turn.usage
 
         async def store() -> bool:
@@ -194,6 +208,7 @@ class PostgresChatRepository:
                     [m.completion.value for m in new], [m.finish_reason for m in new],
                     turn.erased_seqs, usage.prompt_tokens, usage.completion_tokens,
                     turn.user.content[:200], [media_json(m) for m in new],
+                    final.completion.value,
                 )
                 if stored == 1:
                     return True
@@ -201,8 +216,8 @@ class PostgresChatRepository:
                 # or the lease expired and the turn came too late.
                 return bool(await conn.fetchval(
                     "SELECT EXISTS (SELECT 1 FROM messages WHERE chat_id = $1 AND seq = $2"
-                    " AND role = 'user' AND content = $3)",
-                    chat.id, turn.user.seq, turn.user.content,
+                    " AND role = 'assistant' AND completion = $3 AND content = $4)",
+                    chat.id, final.seq, final.completion.value, final.content,
                 ))
 
         if not await self._conn.twice(store):
@@ -280,9 +295,14 @@ class PostgresChatRepository:
         async with self._conn() as conn:
             done = await conn.fetchval(
                 "UPDATE chats SET status = 'ended', updated_at = now()"
-                " WHERE id = $1 AND owner_id = $2 RETURNING id",
+                " WHERE id = $1 AND owner_id = $2"
+                # A turn still holding the chat would be stored after the end: refused.
+                "   AND (lease_until IS NULL OR lease_until < now()) RETURNING id",
                 chat_id, owner,
             )
+            why = None if done else await conn.fetchrow(_WHY_NOT_LEASED, chat_id, owner)
         if done is None:
-            raise ChatNotFound()
+            if why is None:
+                raise ChatNotFound()
+            raise ChatBusy()
 

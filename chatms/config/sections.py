@@ -151,11 +151,19 @@ class TurnSettings:
     user_daily_tokens: int = integer("USER_DAILY_TOKENS", 0, 0, 10**12)
     max_user_id_chars: int = integer("MAX_USER_ID_CHARS", 256, 1, 10_000)
     turn_timeout: float = number("TURN_TIMEOUT_SECONDS", 300.0, 1, 86_400)
-    # A turn renews its lease every half of this; a lease only runs out when its process
+    # A turn renews its lease every third of this; a lease only runs out when its process
     # died (or lost the database), and then frees the chat within this many seconds.
-    lease_seconds: float = number("CHAT_LEASE_SECONDS", 60.0, 1, 3600)
+    lease_seconds: float = number("CHAT_LEASE_SECONDS", 15.0, 1, 3600)
     # How long an answer that could not be stored is retried in the background.
     store_retry_seconds: float = 60.0
+    # A running answer is written to the database at most once per this many milliseconds.
+    stream_flush_ms: int = integer("STREAM_FLUSH_MS", 300, 20, 60_000)
+    # What an HTTP turn does when its client goes away: go on to the end, or stop.
+    disconnected_turns: str = choice("DISCONNECTED_TURNS", "continue", ("continue", "cancel"))
+    # Turns running on without their client (HTTP `continue`, gRPC `detach`); over these a
+    # disconnect cancels the turn as before.
+    detached_per_user: int = integer("DETACHED_TURNS_PER_USER", 4, 0, 10_000)
+    detached_per_process: int = integer("DETACHED_TURNS_PER_PROCESS", 200, 0, 1_000_000)
 
     @property
     def door_limits(self) -> UserLimits:

@@ -33,6 +33,10 @@ class Completion(StrEnum):
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
     TOO_LONG = "too_long"  # cut at the answer limit (MAX_ANSWER_CHARS); what fits is kept
+    STOPPED = "stopped"  # the stop route or StopTurn
+    INTERRUPTED = "interrupted"  # the process running the turn died
+    # Not final: the answer of a turn still running, flushed as it grows.
+    STREAMING = "streaming"
 
 
 @dataclass(frozen=True, slots=True)

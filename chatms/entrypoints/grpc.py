@@ -12,16 +12,21 @@ from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
 
 from chatms.domain import errors
+from chatms.domain.model import Completion
 from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc_codec import ChatResponseEncoder
 from chatms.observability.logs import request_id_from
 from chatms.protogen import pb
 from chatms.protogen.pb import ChatRequest, ChatResponse, ChatServiceBase
 from chatms.service.chats import ChatService, parse_chat_id
+from chatms.service.detached import run_detachable
 from chatms.service.ports import StoredMessage
 from chatms.service.reports import REQUEST_ID
 
 DEFAULT_PAGE = 20
+INTERRUPTED = (
+    "the answer was interrupted: the process writing it stopped; the partial answer was stored"
+)
 
 # Most specific first: the first matching class decides the status.
 STATUS_FOR: tuple[tuple[type[errors.ChatError], Status], ...] = (
@@ -54,23 +59,27 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]  # generated stubs
     async def chat_stream(self, message: ChatRequest) -> AsyncIterator[ChatResponse | bytes]:
         user_id = message.user_id
         try:
+            if message.detach:
+                async for sent in self._detachable(message):
+                    yield sent
+                return
             async with self.chats.turn(user_id, message.chat_id, message.user_message, "grpc",
                                        message.model or None) as t:
                 # Pre-encoded ChatResponse bytes (see GuardedProtoCodec.encode).
                 encode = ChatResponseEncoder(t.chat_id, user_id).encode
-                sent = False
+                position = 0
                 if message.delta:  # opt-in: each message carries only the new text
                     async for delta in t:
-                        sent = True
-                        yield encode(delta)
+                        position += len(delta)
+                        yield encode(delta, position)
                 else:
                     # The course's clients keep only the last message: each has the whole answer.
                     content = ""
                     async for delta in t:
                         content += delta
-                        sent = True
-                        yield encode(content)
-                if not sent:
+                        position = len(content)
+                        yield encode(content, position)
+                if not position:
                     yield encode("")
         except errors.ChatError as exc:
             raise grpc_error(exc) from None
@@ -82,6 +91,65 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]  # generated stubs
             raise GRPCError(
                 Status.UNAVAILABLE, "the server is shutting down; the partial answer was stored"
             ) from None
+
+    async def _detachable(self, message: ChatRequest) -> AsyncIterator[bytes]:
+        """A turn that runs in a task of its own, so it can outlive this call's client."""
+        user_id = message.user_id
+        turn = self.chats.turn(user_id, message.chat_id, message.user_message, "grpc",
+                               message.model or None)
+        entered, driver = run_detachable(turn)
+        try:
+            await asyncio.shield(entered)
+            assert turn.live is not None
+            encode = ChatResponseEncoder(turn.chat_id, user_id).encode
+            position = 0
+            async for piece in turn.live.follow(0):
+                position = piece.position
+                yield encode(piece.text if message.delta else turn.live.text(), position)
+            await asyncio.shield(driver)  # the turn's own error, or storing it, ends the call
+            if not position:
+                yield encode("")
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away (cancelled while we waited, or closed while grpclib was
+            # sending): the turn goes on if the bounds allow.
+            if not driver.done() and entered.done() and self.chats.detached.detach(user_id):
+                driver.add_done_callback(lambda _: self.chats.detached.attach(user_id))
+            else:
+                driver.cancel()
+            raise
+
+    async def resume_stream(self, message: pb.ResumeStreamRequest) -> AsyncIterator[bytes]:
+        user_id = message.user_id
+        try:
+            # Cumulative messages need the answer from its start; only those past `after` go.
+            after = message.after
+            resumed = await self.chats.resume(user_id, message.chat_id,
+                                              after if message.delta else 0)
+            encode = ChatResponseEncoder(parse_chat_id(message.chat_id), user_id).encode
+            content, position = "", after
+            async for piece in resumed:
+                if message.delta:
+                    position = piece.position
+                    yield encode(piece.text, position)
+                    continue
+                content += piece.text
+                if piece.position > after:
+                    position = piece.position
+                    yield encode(content, position)
+            if position == after:  # nothing new: one message says where the answer stands
+                yield encode("" if message.delta else content, max(after, len(content)))
+        except errors.ChatError as exc:
+            raise grpc_error(exc) from None
+        if resumed.completion is Completion.INTERRUPTED:
+            raise GRPCError(Status.UNAVAILABLE, INTERRUPTED)
+
+    async def stop_turn(self, message: pb.StopTurnRequest) -> pb.StopTurnResponse:
+        try:
+            outcome = await self.chats.stop(message.user_id, message.chat_id)
+        except errors.ChatError as exc:
+            raise grpc_error(exc) from None
+        return pb.StopTurnResponse(chat_id=outcome.chat_id, stopped=outcome.stopped,
+                                   position=outcome.position)
 
     async def list_chats(self, message: pb.ListChatsRequest) -> pb.ListChatsResponse:
         try:

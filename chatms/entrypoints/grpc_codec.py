@@ -52,12 +52,24 @@ def _field(number: int, text: str) -> bytes:
     return bytes((number << 3 | 2,)) + bytes(length) + data
 
 
+def _varint_field(number: int, value: int) -> bytes:
+    """A varint field; proto3 leaves a zero out."""
+    if not value:
+        return b""
+    out = bytearray((number << 3,))
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 class ChatResponseEncoder:
     """`pb.ChatResponse` bytes for the messages of one turn, built without the message class.
 
     Every message of a turn repeats the same chat_id and user_id, so they are encoded once;
-    only `content` (field 3) is new each time. The output is byte-for-byte what the
-    generated class serializes (a test holds it to that).
+    only `content` (field 3) and `position` (field 4) are new each time. The output is
+    byte-for-byte what the generated class serializes (a test holds it to that).
     """
 
     __slots__ = ("_prefix",)
@@ -65,5 +77,5 @@ class ChatResponseEncoder:
     def __init__(self, chat_id: str, user_id: str) -> None:
         self._prefix = _field(1, chat_id) + _field(2, user_id)
 
-    def encode(self, content: str) -> bytes:
-        return self._prefix + _field(3, content) if content else self._prefix
+    def encode(self, content: str, position: int = 0) -> bytes:
+        return self._prefix + _field(3, content) + _varint_field(4, position)

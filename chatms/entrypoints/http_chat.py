@@ -46,6 +46,11 @@ def _event(name: bytes, data: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + _json(data) + b"\n\n"
 
 
+def delta_event(position: int, data: dict[str, Any]) -> bytes:
+    """A delta with its position as the SSE id, which a reconnecting client sends back."""
+    return b"id: %d\nevent: delta\ndata: %b\n\n" % (position, _json(data))
+
+
 async def _until_disconnect(receive: Receive) -> None:
     """Return when the client goes away; the request body has already been read."""
     while (await receive())["type"] != "http.disconnect":
@@ -55,14 +60,16 @@ async def _until_disconnect(receive: Receive) -> None:
 class TurnExchange:
     """An ASGI response that runs one turn and answers it as JSON or as Server-Sent Events.
 
-    The turn runs beside a watcher of the client's connection: a disconnect cancels the
-    turn at once (it then stores the partial answer flagged cancelled), even while the
-    upstream is silent. Errors before the first byte is sent are JSON with a status.
+    The turn runs beside a watcher of the client's connection. When the client goes away
+    the turn goes on to the end and is stored whole (`DISCONNECTED_TURNS=continue`, within
+    the service's bounds on detached turns), or is cancelled at once (`cancel`, or over
+    the bounds) and stores the partial answer flagged cancelled. Errors before the first
+    byte is sent are JSON with a status.
     """
 
     def __init__(
         self, chats: ChatService, user_id: str, chat_id: str | None, text: str, sse: bool,
-        model: str | None = None,
+        model: str | None = None, carry_on: bool = True,
     ) -> None:
         self.chats = chats
         self.model = model
@@ -70,19 +77,42 @@ class TurnExchange:
         self.chat_id = chat_id
         self.text = text
         self.sse = sse
+        self.carry_on = carry_on
         self.started = False
+        self.gone = False  # the client left: what is left of the turn is not sent
+        self._send: Send | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        work = asyncio.ensure_future(self._run(send))
+        self._send = send
+        work = asyncio.ensure_future(self._run(self._send_while_there))
         gone = asyncio.ensure_future(_until_disconnect(receive))
+        detached = False
         try:
             await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+            detached = not work.done() and self._detach(work)
         finally:
             gone.cancel()
-            work.cancel()  # no-op when the turn is done; else the client left
-            await asyncio.gather(work, gone, return_exceptions=True)
-        if not work.cancelled() and (failure := work.exception()) is not None:
+            if not detached:
+                work.cancel()  # no-op when the turn is done; else the client left
+            await asyncio.gather(gone, *(() if detached else (work,)), return_exceptions=True)
+        if not detached and not work.cancelled() and (failure := work.exception()) is not None:
             raise failure
+
+    def _detach(self, work: asyncio.Future[None]) -> bool:
+        """The client left: let the turn run on, if allowed."""
+        self.gone = True
+        if not self.carry_on or not self.chats.detached.detach(self.user_id):
+            return False
+        work.add_done_callback(lambda _: self.chats.detached.attach(self.user_id))
+        return True
+
+    async def _send_while_there(self, message: Any) -> None:
+        if self.gone or self._send is None:
+            return
+        try:
+            await self._send(message)
+        except OSError:  # the connection broke under the write: the client left
+            self.gone = True
 
     async def _run(self, send: Send) -> None:
         try:
@@ -107,11 +137,12 @@ class TurnExchange:
                             "headers": SSE_HEADERS})
                 self.started = True
                 if first is not None:
-                    await self._send_more(send, _event(
-                        b"delta", {"chat_id": turn.chat_id, "delta": first}))
+                    position = len(first)
+                    await self._send_more(send, delta_event(
+                        position, {"chat_id": turn.chat_id, "delta": first}))
                     async for delta in deltas:
-                        await self._send_more(send, b"event: delta\ndata: "
-                                              + _json({"delta": delta}) + b"\n\n")
+                        position += len(delta)
+                        await self._send_more(send, delta_event(position, {"delta": delta}))
             else:
                 async for _ in deltas:
                     pass
@@ -125,8 +156,9 @@ class TurnExchange:
         done = {
             "chat_id": result.chat_id,
             "content": result.content,
-            "finish_reason": result.finish_reason,
+            "position": len(result.content),
             "completion": result.completion.value,
+            "finish_reason": result.finish_reason,
             "usage": {"prompt_tokens": usage.prompt_tokens,
                       "completion_tokens": usage.completion_tokens},
         }
@@ -190,10 +222,14 @@ def _stored(m: StoredMessage) -> dict[str, Any]:
 
 
 class HttpChat:
-    def __init__(self, chats: ChatService, tokens: TokenCheck, max_body_bytes: int) -> None:
+    def __init__(
+        self, chats: ChatService, tokens: TokenCheck, max_body_bytes: int,
+        carry_on: bool = True,
+    ) -> None:
         self.chats = chats
         self.tokens = tokens
         self.max_body_bytes = max_body_bytes
+        self.carry_on = carry_on  # DISCONNECTED_TURNS=continue
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -201,6 +237,7 @@ class HttpChat:
             Route("/chats", _guarded(self.list_chats), methods=["GET"]),
             Route("/chats/{chat_id}", _guarded(self.get_chat), methods=["GET"]),
             Route("/chats/{chat_id}/end", _guarded(self.end_chat), methods=["POST"]),
+            *_stream_routes(self),
         ]
 
     def _authorized(self, request: Request) -> bool:
@@ -240,7 +277,7 @@ class HttpChat:
         # Checked here too, so bad input is refused before the exchange starts.
         self.chats.validate(user_id, chat_id, text, model)
         sse = "text/event-stream" in request.headers.get("accept", "")
-        return TurnExchange(self.chats, user_id, chat_id, text, sse, model or None)
+        return TurnExchange(self.chats, user_id, chat_id, text, sse, model or None, self.carry_on)
 
     async def list_chats(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -298,6 +335,14 @@ def _unauthorized() -> JSONResponse:
     return error_response(401, "unauthenticated", "missing or invalid authorization token")
 
 
-def chat_routes(chats: ChatService, tokens: TokenCheck, max_body_bytes: int) -> list[BaseRoute]:
-    """The chat and history routes, for the HTTP app's `routes` list."""
-    return HttpChat(chats, tokens, max_body_bytes).routes()
+def chat_routes(
+    chats: ChatService, tokens: TokenCheck, max_body_bytes: int, carry_on: bool = True
+) -> list[BaseRoute]:
+    """The chat, history, resume and stop routes, for the HTTP app's `routes` list."""
+    return HttpChat(chats, tokens, max_body_bytes, carry_on).routes()
+
+
+def _stream_routes(chat: HttpChat) -> list[BaseRoute]:
+    from chatms.entrypoints.http_streams import stream_routes  # it builds on this module
+
+    return stream_routes(chat)

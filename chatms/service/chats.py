@@ -7,16 +7,19 @@ about ownership, budgets, partial answers and persistence live here once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Callable
 
 from chatms.config import ContextSettings, ModelSettings, TurnSettings
-from chatms.domain.errors import InvalidInput
+from chatms.domain.errors import ChatError, InvalidInput, Unavailable
 from chatms.domain.limits import UserLimits
 from chatms.domain.media import UserInput
 from chatms.service.context import ContextKeeper
+from chatms.service.detached import DetachedTurns
 from chatms.service.lifecycle import Background, TurnGate
 from chatms.service.limits import UsageGate
+from chatms.service.live import LiveAnswers, StopOutcome
 from chatms.service.ports import (
     ChatDetail,
     ChatPage,
@@ -25,11 +28,15 @@ from chatms.service.ports import (
     ContextStore,
     StoredMessage,
     TokenCounter,
+    TurnSignals,
     WholeCompletionClient,
 )
 from chatms.service.reports import REQUEST_ID, ContextObserver, TurnObserver, TurnReport
+from chatms.service.resume import AnswerStreams, Resumed
 from chatms.service.rules import ChatRules, parse_chat_id
 from chatms.service.turn import Turn, TurnKit, TurnResult
+
+log = logging.getLogger("chatms.turns")
 
 
 class ChatService:
@@ -38,6 +45,8 @@ class ChatService:
     - `turn(user_id, chat_id, text, transport)`: a `Turn` (see chatms.service.turn);
     - `validate(user_id, chat_id, text)`: a turn's input checks, for doors that refuse early;
     - `chat`, `history`, `chats`, `end`: reading and ending the caller's own chats;
+    - `resume`, `stop`: the latest answer from a position, and stopping it, on any replica;
+    - `detached`: the bounds on turns that go on without their client;
     - shutdown: `accepting`, `in_flight`, `streaming`, `stop_accepting`, `wait_idle`, `drain`.
     """
 
@@ -56,11 +65,14 @@ class ChatService:
         context_llm: WholeCompletionClient | None = None,
         context_observers: tuple[ContextObserver, ...] = (),
         usage: UsageGate | None = None,
+        signals: TurnSignals | None = None,
     ) -> None:
         self.repo = repo
+        self.limits = limits
         self.rules = ChatRules(model, limits, counter, counters)
         self.gate = TurnGate()
         self.background = Background()
+        self.live = LiveAnswers()
         # Summaries and titles need somewhere to keep them and a non-streamed upstream call.
         self.context = None
         if context is not None and context_store is not None and context_llm is not None:
@@ -68,8 +80,14 @@ class ChatService:
                 context_store, context_llm, self.rules.counter_for, self.rules.window_for,
                 context, context_observers,
             )
-        self.kit = TurnKit(repo, llm, self.rules, limits, self.gate, self.background, observers,
-                           self.context, usage)
+        self.kit = TurnKit(repo, llm, self.rules, limits, self.gate, self.background, self.live,
+                           observers, self.context, usage)
+        # A resumer on another replica reads the database again this often without a signal.
+        self.streams = AnswerStreams(repo, self.live, signals,
+                                     poll_seconds=max(limits.lease_seconds / 5, 0.2))
+        if signals is not None:
+            signals.on_stop(self.live.stop)
+        self.detached = DetachedTurns(limits.detached_per_user, limits.detached_per_process)
 
     def turn(
         self,
@@ -113,8 +131,41 @@ class ChatService:
         return await self.repo.list_chats(user_id, limit, cursor)
 
     async def end(self, user_id: str, chat_id: str) -> None:
+        """End a chat; a turn running on it is stopped first (its partial answer is kept,
+        as `stopped`); ChatBusy if it could not be stopped in time."""
         self.rules.check_user(user_id)
-        await self.repo.end(parse_chat_id(chat_id), user_id)
+        chat_id = parse_chat_id(chat_id)
+        try:
+            await self.streams.stop(user_id, chat_id)
+        except Unavailable:
+            pass  # the turn did not stop in time: ending says "busy" below
+        await self.repo.end(chat_id, user_id)
+
+    async def resume(self, user_id: str, chat_id: str, after: int) -> Resumed:
+        """The chat's latest answer past position `after`, live while its turn runs."""
+        self.rules.check_user(user_id)
+        return await self.streams.resume(user_id, parse_chat_id(chat_id), after)
+
+    async def stop(self, user_id: str, chat_id: str) -> StopOutcome:
+        """Stop the chat's running turn, on whichever replica runs it (a no-op if none)."""
+        self.rules.check_user(user_id)
+        return await self.streams.stop(user_id, parse_chat_id(chat_id))
+
+    async def sweep_interrupted(self) -> None:
+        """Now and then, mark the answers of dead processes interrupted.
+
+        Only once their lease lapsed longer ago than a stored answer is retried, so a live
+        process's background store (after a database outage) can still land first; a new
+        turn or a resumer on the chat marks it at once.
+        """
+        while True:
+            try:
+                swept = await self.repo.interrupt_lapsed(None, self.limits.store_retry_seconds)
+                if swept:
+                    log.info("marked %d answers of stopped processes interrupted", swept)
+            except ChatError as exc:
+                log.warning("could not sweep interrupted answers: %s", exc)
+            await asyncio.sleep(self.limits.lease_seconds)
 
     @property
     def accepting(self) -> bool:

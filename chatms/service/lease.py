@@ -17,7 +17,7 @@ log = logging.getLogger("chatms.turns")
 class LeaseKeeper:
     """One lease (a fresh token) on one chat, for one turn.
 
-    `acquire` takes it and loads the chat; `keep` renews it every half of its length until
+    `acquire` takes it and loads the chat; `keep` renews it every third of its length until
     `stop`; committing the turn (the repository's `commit_turn`) or `release` gives it back.
     """
 
@@ -54,7 +54,7 @@ class LeaseKeeper:
 
     async def _renew(self, chat_id: str) -> None:
         while True:
-            await asyncio.sleep(self.lease.seconds / 2)
+            await asyncio.sleep(self.lease.seconds / 3)
             try:
                 await self.repo.renew(chat_id, self.lease)
             except ChatError as exc:  # the database is away: the commit will say so

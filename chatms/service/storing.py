@@ -7,6 +7,7 @@ import logging
 
 from chatms.domain.errors import StorageRefused, Unavailable
 from chatms.domain.model import Chat, PendingTurn
+from chatms.service.answer_writer import AnswerWriter
 from chatms.service.lifecycle import Background
 from chatms.service.ports import ChatRepository, Lease
 
@@ -16,10 +17,11 @@ log = logging.getLogger("chatms.turns")
 class TurnStore:
     """Writes one turn of `chat` under `lease`.
 
-    For a new chat (`new`), the chat's row is inserted first: as soon as `create_soon` is
-    called (the first delta is out) or else at `store`. `store` commits the pending turn; if
-    the database is away it keeps trying in the background for up to `retry_seconds` (and
-    never past the lease) and raises Unavailable saying so.
+    `writer` has stored (or is storing) the user message and the answer so far; for a new
+    chat (`new`) it also inserts the chat's row, started by `create_soon` (the first delta
+    is out) or else at `store`. `store` makes the answer final; if the database is away it
+    keeps trying in the background for up to `retry_seconds` (past the lease too: the
+    commit still lands while nobody else took the chat) and raises Unavailable saying so.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class TurnStore:
         lease: Lease,
         new: bool,
         retry_seconds: float,
+        writer: AnswerWriter,
     ) -> None:
         self.repo = repo
         self.background = background
@@ -39,12 +42,12 @@ class TurnStore:
         self.lease = lease
         self.new = new
         self.retry_seconds = retry_seconds
-        self._created: asyncio.Task[None] | None = None
+        self.writer = writer
 
     def create_soon(self) -> None:
         """Start inserting a new chat's row now, beside the rest of the answer."""
-        if self.new and self._created is None:
-            self._created = asyncio.ensure_future(self.repo.create(self.chat, self.lease))
+        if self.new:
+            self.writer.start(create=True)
 
     async def store(self) -> None:
         try:
@@ -55,29 +58,22 @@ class TurnStore:
             await self.repo.release(self.chat.id, self.lease)
             raise
         except Unavailable:
-            # Keep trying while our lease lasts, so the answer the user saw is kept and the
-            # chat is not left leased.
+            # Keep trying, so the answer the user saw is kept and the chat is not left leased.
             self.background.spawn(self._store_later())
             raise Unavailable(
                 "database unavailable while storing the turn; storing is retried in the background"
             ) from None
 
     async def _store_once(self) -> None:
-        if self.new:
-            self.create_soon()
-            assert self._created is not None
-            await self._created
+        await self.writer.ensure_begun(create=self.new)  # a new chat's row, if not there yet
         await self.repo.commit_turn(self.chat, self.pending, self.lease)
 
     async def _store_later(self) -> None:
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + min(self.retry_seconds, self.lease.seconds)
+        give_up = loop.time() + self.retry_seconds
         delay = 0.25
         while True:
             await asyncio.sleep(delay)
-            created = self._created
-            if created is not None and (created.cancelled() or created.exception() is not None):
-                self._created = None  # inserted again (the insert is idempotent)
             try:
                 await self._store_once()
             except Unavailable:

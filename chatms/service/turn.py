@@ -28,10 +28,12 @@ from chatms.domain.limits import UserLimits
 from chatms.domain.media import UserInput
 from chatms.domain.model import Chat, Completion, PendingTurn, Usage
 from chatms.service.answer import AnswerStream
+from chatms.service.answer_writer import AnswerWriter
 from chatms.service.context import ContextKeeper
 from chatms.service.lease import LeaseKeeper
 from chatms.service.lifecycle import Background, TurnGate
 from chatms.service.limits import UsageGate
+from chatms.service.live import LiveAnswer, LiveAnswers
 from chatms.service.ports import ChatRepository, CompletionClient
 from chatms.service.reports import REQUEST_ID, TurnObserver, TurnReport
 from chatms.service.rules import ChatRules
@@ -50,6 +52,7 @@ class TurnKit:
     limits: TurnSettings
     gate: TurnGate
     background: Background
+    live: LiveAnswers
     observers: tuple[TurnObserver, ...] = ()
     context: ContextKeeper | None = None  # summaries and titles, after the answer
     usage: UsageGate | None = None  # per-user limits; None: no database to count in
@@ -66,10 +69,13 @@ class TurnResult:
     usage: Usage  # the upstream's count; else (0, the answer's tokens counted here)
 
 
-def completion_for(exc: BaseException | None, accepting: bool) -> Completion:
-    """Why an answer ended, from the exception that ended it (None: it is whole)."""
+def completion_for(
+    exc: BaseException | None, accepting: bool, stopped: bool = False
+) -> Completion:
+    """Why an answer ended, from the exception that ended it (None: it is whole, or it was
+    `stopped` by the stop route)."""
     if exc is None:
-        return Completion.COMPLETE
+        return Completion.STOPPED if stopped else Completion.COMPLETE
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return Completion.CANCELLED if accepting else Completion.SHUTDOWN
     if isinstance(exc, UpstreamTimeout | TimeoutError):
@@ -113,6 +119,9 @@ class Turn:
         self._store: TurnStore | None = None
         self._answer: AnswerStream | None = None
         self._result: TurnResult | None = None
+        # The answer as others see it (resumers here, the stop route), from entry on.
+        self.live: LiveAnswer | None = None
+        self._stop_asked = False
 
     async def __aenter__(self) -> Turn:
         kit = self.kit
@@ -123,14 +132,27 @@ class Turn:
         if kit.usage is not None and not self.admitted:
             await kit.usage.admit(self.user_id, self.user_limits, self.report.transport)
         chat, pending = await self._open(chat_id)
+        self.live = LiveAnswer(chat.id, self.user_id, self._request_stop)
+        writer = AnswerWriter(kit.repo, kit.rules.counter_for(chat.config.model), chat, pending,
+                              self.lease.lease, self.live, kit.limits.stream_flush_ms / 1000)
         self._store = TurnStore(
             kit.repo, kit.background, chat, pending, self.lease.lease, self.new_chat,
-            kit.limits.store_retry_seconds,
+            kit.limits.store_retry_seconds, writer,
         )
+        if not self.new_chat:
+            # The question is stored beside the upstream call, never before the first delta.
+            writer.start(create=False)
         self.chat_id = self.report.chat_id = chat.id
+        kit.live.add(self.live)
         self.lease.keep(chat.id)
         kit.gate.started(self.report.transport)
         return self
+
+    def _request_stop(self) -> None:
+        """The stop route: end the answer where it is; it is stored as `stopped`."""
+        self._stop_asked = True
+        if self._answer is not None:
+            self._answer.stop()
 
     async def _open(self, chat_id: str | None) -> tuple[Chat, PendingTurn]:
         """The chat (leased, or new and not yet stored) with the user's message added,
@@ -176,14 +198,16 @@ class Turn:
             # work ever stands between the upstream and the first delta.
             self._answer = AnswerStream(
                 events, store.create_soon if self.new_chat else None,
-                self.kit.rules.answer_limit(chat),
+                self.kit.rules.answer_limit(chat), self.live,
             )
+            if self._stop_asked:
+                self._answer.stop()
         return aiter(self._answer)
 
     @property
     def content(self) -> str:
         """The answer so far."""
-        return self._answer.content if self._answer is not None else ""
+        return self.live.text() if self.live is not None else ""
 
     @property
     def answer_seq(self) -> int | None:
@@ -206,7 +230,8 @@ class Turn:
     ) -> None:
         kit = self.kit
         self.lease.stop()
-        completion = completion_for(exc, kit.gate.accepting)
+        stopped = self._answer is not None and self._answer.stopped
+        completion = completion_for(exc, kit.gate.accepting, stopped)
         if completion is Completion.COMPLETE and self._answer is not None and self._answer.cut:
             completion = Completion.TOO_LONG
         # A new chat whose client never learned its id is not stored: it would only leave
@@ -225,6 +250,9 @@ class Turn:
                     raise
         finally:
             kit.gate.ended(self.report.transport)
+            if self.live is not None:
+                kit.live.remove(self.live)
+                self.live.finish(completion)
             self._finish_report(completion, failure)
 
     async def _wind_down(self, completion: Completion, store: bool) -> None:
@@ -232,6 +260,7 @@ class Turn:
         assert turn_store is not None
         if answer is not None:
             await answer.aclose()
+        await turn_store.writer.close()  # no flush may land after the commit
         content = self.content
         reported = answer.usage if answer is not None else None
         answer_tokens = await self.kit.rules.answer_tokens(
@@ -284,7 +313,7 @@ class Turn:
             report.finish_reason = answer.finish_reason
             report.usage = answer.usage or Usage()
             report.first_token_at = answer.first_delta_at
-            report.deltas = len(answer.parts)
+            report.deltas = answer.deltas
         if exc is None:
             report.outcome = "ok" if completion is Completion.COMPLETE else completion.value
         else:

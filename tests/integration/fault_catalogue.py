@@ -7,6 +7,8 @@ summary line: faults injected, survived, messages lost, cross-user reads.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,12 +22,13 @@ from chatms.service.inbound_media import FETCH_FAILED_REPLY, TRANSCRIBE_FAILED_R
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.fakes.twilio import FakeTwilio, inbound_form, new_sender, sign
 from tests.integration.grpc_client import StreamResult, chat_stream
-from tests.support import AUTH_TOKEN, new_user
+from tests.support import AUTH_TOKEN, ServeProcess, fetch, new_user
 
 OGG = b"OggS\x00\x02" + bytes(range(256)) * 16
 
 OK, UNAVAILABLE = grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE
 SLOW = [f"s{i} " for i in range(40)]
+SLOW_TEXT = "".join(SLOW)
 
 
 @dataclass
@@ -53,6 +56,10 @@ class Env:
     restart_db: Callable[[], Awaitable[None]]
     rows: Callable[[str], Awaitable[list[Any]]]
     counter: int = 0
+    # Starts another replica, a real `chatms serve` process on the same database.
+    spawn: Callable[[], ServeProcess] | None = None
+    db_url: str = ""
+    crash: dict[str, float] = field(default_factory=dict)  # what the crash cases measured
 
     async def turn(self, script: Script | None = None, *, user: str | None = None,
                    chat_id: str | None = None, deadline: float = 20,
@@ -342,6 +349,63 @@ async def voice_note_in_a_burst_with_upstream_failure(env: Env) -> bool:
     sent = await _answered_once(env, sender, [f["MessageSid"] for f in forms])
     return codes == [200, 200] and sent == [UPSTREAM_REPLY] and len(env.fake.requests) == 3
 
+async def kill_9_mid_answers(env: Env) -> bool:
+    """kill -9 of a replica with two turns running: one streaming a new chat's answer, one
+    of an existing chat still waiting for its first token. Both questions and the flushed
+    partial answer are kept, the answers are marked interrupted, and both chats take turns
+    again (here, through the other replica) within about 15 s."""
+    assert env.spawn is not None
+    replica = await asyncio.to_thread(env.spawn)
+    user = new_user()
+    existing = (await env.turn(user=user)).chat_id
+    env.fake.queue(Script(pieces=SLOW, gap=0.2), Script(pieces=["late"], first_delay=60))
+    texts = [f"crash question {env.counter}-{n}" for n in (1, 2)]
+    seen, new_chat = "", ""
+    async with httpx.AsyncClient(timeout=20) as http, http.stream(
+        "POST", replica.http_url + "/chat", json={"user_id": user, "user_message": texts[0]},
+        headers={"authorization": AUTH_TOKEN, "accept": "text/event-stream"},
+    ) as reply:
+        async for line in reply.aiter_lines():
+            if line.startswith("data: "):
+                data = json.loads(line[6:])
+                new_chat = data.get("chat_id") or new_chat
+                seen += data["delta"]
+                if len(seen) >= 9:
+                    break
+        waiting = asyncio.ensure_future(chat_stream(
+            replica.grpc_target, user, texts[1], existing, deadline=60))
+        await asyncio.sleep(1.0)  # the second turn is in, and a flush of the first is out
+        assert replica.proc is not None
+        replica.proc.kill()
+        killed = time.monotonic()
+    env.ledger.accepted += texts
+    await waiting
+    free = await _until_free(env, user, [new_chat, existing], killed)
+    env.crash["chat_free_s"] = free
+    rows = [await _last_two(env, chat_id) for chat_id in (new_chat, existing)]
+    (q1, a1), (q2, a2) = rows
+    return (free < 20 and (q1, q2) == tuple(texts) and a1[1] == a2[1] == "interrupted"
+            and a1[0].startswith(seen) and SLOW_TEXT.startswith(a1[0]) and a2[0] == "")
+
+
+async def _until_free(env: Env, user: str, chats: list[str], since: float) -> float:
+    """Seconds from `since` until every chat takes a turn again (bounded)."""
+    for chat_id in chats:
+        for _ in range(120):
+            if (await env.turn(user=user, chat_id=chat_id)).code == OK:
+                break
+            await asyncio.sleep(0.25)
+    return time.monotonic() - since
+
+
+async def _last_two(env: Env, chat_id: str) -> tuple[str, tuple[str, str]]:
+    """The crashed turn of a chat: its question, and its answer with its completion."""
+    rows = await fetch(env.db_url, "SELECT role, content, completion FROM messages"
+                                   " WHERE chat_id = $1 ORDER BY seq", chat_id)
+    # The crashed turn is the one before the turn that proved the chat free.
+    question, answer = rows[-4], rows[-3]
+    return question["content"], (answer["content"], answer["completion"])
+
 
 CATALOGUE: list[Callable[[Env], Awaitable[bool]]] = [
     upstream_429_then_ok, upstream_5xx_every_time, cut_before_first_token,
@@ -350,5 +414,5 @@ CATALOGUE: list[Callable[[Env], Awaitable[bool]]] = [
     database_restart, invalid_input, http_client_leaves_mid_stream, http_garbage,
     webhook_redelivered_at_once, webhook_forged, *HOSTILE_UPSTREAM, voice_note_fetch_fails,
     voice_note_media_stalls, transcription_fails, burst_redelivered_while_typing_fails,
-    voice_note_in_a_burst_with_upstream_failure,
+    voice_note_in_a_burst_with_upstream_failure, kill_9_mid_answers,
 ]

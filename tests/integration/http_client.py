@@ -56,14 +56,25 @@ class SseResult:
         return [data for event, data in self.events if event == name]
 
 
-def parse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """Split an SSE body into (event, data) pairs; every event must end with a blank line."""
+def parse_events(text: str, after: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """Split an SSE body into (event, data) pairs; every event must end with a blank line.
+
+    Each delta's `id` must be the answer's length after it (code points), counting from
+    `after`, the position the stream was resumed from.
+    """
     assert text.endswith("\n\n"), text[-50:]
     events = []
+    position = after
     for block in text.split("\n\n")[:-1]:
         fields = dict(line.split(": ", 1) for line in block.split("\n"))
-        assert set(fields) == {"event", "data"}, block
-        events.append((fields["event"], json.loads(fields["data"])))
+        data = json.loads(fields["data"])
+        if fields["event"] == "delta":
+            assert set(fields) == {"id", "event", "data"}, block
+            position += len(data["delta"])
+            assert int(fields["id"]) == position, block
+        else:
+            assert set(fields) == {"event", "data"}, block
+        events.append((fields["event"], data))
     return events
 
 

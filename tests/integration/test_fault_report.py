@@ -6,6 +6,7 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from pathlib import Path
 
 import httpx
 import psutil
@@ -16,7 +17,7 @@ from tests.fakes.openai import FakeOpenAI
 from tests.fakes.twilio import ACCOUNT_SID, FakeTwilio
 from tests.fakes.twilio import AUTH_TOKEN as TWILIO_TOKEN
 from tests.integration.fault_catalogue import CATALOGUE, Env, Ledger
-from tests.support import OwnPostgres, base_env, fetch
+from tests.support import OwnPostgres, ServeProcess, base_env, fetch
 
 REPORT: list[str] = []
 MB = 1024 * 1024
@@ -55,7 +56,9 @@ async def alive(http_url: str) -> bool:
         return False
 
 
-async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio) -> None:
+async def test_fault_catalogue(
+    fake_openai: FakeOpenAI, fake_twilio: FakeTwilio, tmp_path: Path
+) -> None:
     """Every fault is survived, no accepted message is lost and no chat is read across users."""
     db = OwnPostgres()
     app = await build_app(load_settings(base_env(
@@ -74,9 +77,18 @@ async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio)
         return await fetch(db.url, "SELECT message_id AS message_sid, status FROM inbound_messages"
                            " WHERE sender = $1", sender)
 
+    replicas: list[ServeProcess] = []
+
+    def spawn() -> ServeProcess:
+        """Another replica on the same database, a real process (to be killed)."""
+        replica = ServeProcess(base_env(db.url, fake_openai.base_url),
+                               tmp_path / f"replica-{len(replicas)}.log")
+        replicas.append(replica)
+        return replica.start()
+
     server = app.settings.server
     env = Env(f"127.0.0.1:{server.grpc_port}", f"http://127.0.0.1:{server.web_port}",
-              fake_openai, fake_twilio, Ledger(), restart_db, rows)
+              fake_openai, fake_twilio, Ledger(), restart_db, rows, spawn=spawn, db_url=db.url)
     survived = []
     crashes = 0
     memory = MemoryWatch()
@@ -96,6 +108,8 @@ async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio)
         # A burst is stored as one message, its texts one per line.
         stored = set(contents) | {line for c in contents for line in c.split("\n")}
     finally:
+        for replica in replicas:
+            replica.kill()
         await app.stop()
         db.close()
     ledger = env.ledger
@@ -106,6 +120,11 @@ async def test_fault_catalogue(fake_openai: FakeOpenAI, fake_twilio: FakeTwilio)
         f"{ledger.duplicated_answers} duplicated answers, {ledger.cross_user_reads} cross-user"
         f" reads, {crashes} crashes, peak memory growth {memory.growth_mb()} MB"
     )
+    if "chat_free_s" in env.crash:
+        REPORT.append(
+            "crash report: kill -9 mid-answer kept both questions and the flushed partial,"
+            f" marked interrupted; chats free again {env.crash['chat_free_s']:.1f} s after"
+        )
     failed = [name for name, outcome in ledger.outcomes.items() if outcome != "survived"]
     assert failed == []
     assert lost == [] and ledger.whatsapp_lost == 0 and ledger.duplicated_answers == 0

@@ -49,7 +49,7 @@ async def test_sse_stream_events_and_headers(start_app, fake_openai: FakeOpenAI)
         assert [d["delta"] for d in deltas] == ["You said:", " stream", " me", " now"]
         done = result.named("done")[0]
         assert done == {"chat_id": chat_id, "content": "You said: stream me now",
-                        "finish_reason": "stop", "completion": "complete",
+                        "position": 23, "completion": "complete", "finish_reason": "stop",
                         "usage": {"prompt_tokens": 11, "completion_tokens": 4}}
         stored = (await http.get(f"/chats/{chat_id}", params={"user_id": user},
                                  headers=AUTH)).json()
@@ -90,30 +90,56 @@ async def test_sse_error_event_midway_keeps_partial(start_app, fake_openai: Fake
 
 
 async def test_sse_client_disconnect_cancels_turn(start_app, fake_openai: FakeOpenAI) -> None:
-    """Closing the connection mid-stream ends the turn and stores the partial as cancelled."""
-    app = await start_app()
+    """With DISCONNECTED_TURNS=cancel, closing the connection mid-stream ends the turn and
+    stores the partial as cancelled."""
+    app = await start_app(DISCONNECTED_TURNS="cancel")
     user = new_user()
     fake_openai.queue(Script(pieces=["a", " b"], gap=1.5))
+    chat_id = await _leave_after_first_delta(app, user)
+    # The upstream is silent for 1.5 s between deltas: the turn must end well before that.
+    answer = await _final_answer(app, user, chat_id, seconds=10)
+    # Had the turn not been cancelled, its stored answer would be the whole "a b", complete.
+    assert answer["completion"] == "cancelled" and answer["content"] == "a"
+    await fake_settled(fake_openai)
+
+
+async def test_sse_client_disconnect_lets_the_turn_finish_by_default(
+    start_app, fake_openai: FakeOpenAI
+) -> None:
+    """By default (continue) the turn goes on without its client and is stored whole."""
+    app = await start_app()
+    user = new_user()
+    fake_openai.queue(Script(pieces=["a", " b", " c"], gap=0.3))
+    chat_id = await _leave_after_first_delta(app, user)
+    answer = await _final_answer(app, user, chat_id, seconds=10)
+    assert answer["completion"] == "complete" and answer["content"] == "a b c"
+    assert fake_openai.requests[-1].finished
+    assert not app.chats.detached  # the detached turn let go of its slot
+
+
+async def _leave_after_first_delta(app, user: str) -> str:
     headers = {**AUTH, "accept": "text/event-stream"}
     async with client(app) as http:
         async with http.stream("POST", "/chat", headers=headers,
                                json={"user_id": user, "user_message": "go"}) as response:
             async for line in response.aiter_lines():
                 if line.startswith("data: "):
-                    chat_id = httpx.Response(200, content=line[6:]).json()["chat_id"]
-                    break
-        async def answered() -> list[dict[str, object]] | None:
+                    return str(httpx.Response(200, content=line[6:]).json()["chat_id"])
+    raise AssertionError("no delta")
+
+
+async def _final_answer(app, user: str, chat_id: str, seconds: float) -> dict[str, object]:
+    """The chat's answer once it is final (not 'streaming' any more); fails after `seconds`."""
+    async with client(app) as http:
+        async def final() -> dict[str, object] | None:
             reply = await http.get(f"/chats/{chat_id}", params={"user_id": user}, headers=AUTH)
             if reply.status_code == 404:  # a new chat's row may still be on its way
                 return None
             messages = reply.json()["messages"]
-            return messages if len(messages) == 2 else None
+            done = len(messages) == 2 and messages[-1]["completion"] != "streaming"
+            return messages[-1] if done else None
 
-        messages = await until(answered, "the cancelled turn to be stored")
-    # The upstream is silent for 1.5 s between deltas: had the turn not been cancelled, its
-    # stored answer would be the whole "a b", complete.
-    assert messages[-1]["completion"] == "cancelled" and messages[-1]["content"] == "a"
-    await fake_settled(fake_openai)
+        return await until(final, "the turn's answer to be final", seconds)
 
 
 async def test_request_errors(start_app) -> None:

@@ -56,7 +56,39 @@ async def test_closing_the_answer_closes_the_upstream() -> None:
     deltas = aiter(answer)
     assert await anext(deltas) == "a"
     await answer.aclose()
-    assert upstream.closed and answer.parts == ["a"] and answer.finish_reason is None
+    assert upstream.closed and answer.content == "a" and answer.finish_reason is None
+
+
+async def test_stop_ends_the_answer_cleanly_while_it_waits_for_the_upstream() -> None:
+    """Stop cancels only the wait for the upstream: the answer ends as stopped, not failed."""
+    gate = asyncio.Event()
+
+    async def slow() -> AsyncGenerator[UpstreamEvent, None]:
+        yield "a"
+        await gate.wait()
+        yield "never"
+
+    answer = AnswerStream(slow())
+    got: list[str] = []
+
+    async def read() -> None:
+        async for delta in answer:
+            got.append(delta)
+
+    reader = asyncio.ensure_future(read())
+    await asyncio.sleep(0.01)
+    answer.stop()
+    await asyncio.wait_for(reader, 1)  # ends, and not with CancelledError
+    assert got == ["a"] and answer.stopped and answer.content == "a"
+
+
+async def test_stop_between_deltas_ends_after_the_delta_handed_on() -> None:
+    answer = AnswerStream(Upstream("a", "b", "c").stream())
+    got = []
+    async for delta in answer:
+        got.append(delta)
+        answer.stop()
+    assert got == ["a"] and answer.stopped
 
 
 @pytest.mark.parametrize(

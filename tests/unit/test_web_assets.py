@@ -53,7 +53,7 @@ def test_the_page_has_no_inline_code_or_outside_references() -> None:
 def test_what_is_served_is_the_page_its_code_and_the_vendored_libraries() -> None:
     served = set(load_assets())
     assert {"index.html", "app.js", "api.js", "chatlist.js", "conversation.js", "state.js",
-            "view.js", "markdown.js", "style.css",
+            "view.js", "markdown.js", "style.css", "live.js",
             "icon.svg", "vendor/marked.esm.js", "vendor/purify.es.mjs"} == served
     code = "".join((STATIC / name).read_text() for name in served if name.endswith(".js")
                    and not name.startswith("vendor/"))

@@ -79,6 +79,11 @@ export class Api {
     return (await this.request("GET", path, { query: { user_id: this.user } })).json();
   }
 
+  async stopTurn(chatId) {
+    const path = `/chats/${encodeURIComponent(chatId)}/stop`;
+    return (await this.request("POST", path, { body: { user_id: this.user } })).json();
+  }
+
   async endChat(chatId) {
     const path = `/chats/${encodeURIComponent(chatId)}/end`;
     return (await this.request("POST", path, { body: { user_id: this.user } })).json();
@@ -92,17 +97,32 @@ export class Api {
     const response = await this.request("POST", "/chat", {
       body, signal, accept: "text/event-stream",
     });
-    for await (const { event, data } of serverEvents(response.body)) {
-      if (event === "delta") {
-        if (data.chat_id) onChatId(data.chat_id);
-        onDelta(data.delta);
-      } else if (event === "done") {
-        onChatId(data.chat_id);
-        return data;
-      } else if (event === "error") {
-        throw new ApiError(200, data.error.code, data.error.message);
-      }
-    }
-    throw new ApiError(200, "incomplete", "the answer's stream ended before it was complete");
+    return followEvents(response, onChatId, onDelta);
   }
+
+  // The rest of a chat's latest answer from `after` (a position: code points, not UTF-16
+  // units), as the same events; for a page reloaded while an answer was being written.
+  async resumeAnswer({ chatId, after, signal, onDelta }) {
+    const path = `/chats/${encodeURIComponent(chatId)}/stream`;
+    const response = await this.request("GET", path, {
+      query: { user_id: this.user, after }, signal, accept: "text/event-stream",
+    });
+    return followEvents(response, () => {}, onDelta);
+  }
+}
+
+// The events of an answer's stream: deltas to onDelta, then the `done` event returned.
+async function followEvents(response, onChatId, onDelta) {
+  for await (const { event, data } of serverEvents(response.body)) {
+    if (event === "delta") {
+      if (data.chat_id) onChatId(data.chat_id);
+      onDelta(data.delta);
+    } else if (event === "done") {
+      onChatId(data.chat_id);
+      return data;
+    } else if (event === "error") {
+      throw new ApiError(200, data.error.code, data.error.message);
+    }
+  }
+  throw new ApiError(200, "incomplete", "the answer's stream ended before it was complete");
 }

@@ -3,6 +3,7 @@
 
 import { Api } from "./api.js";
 import { loadChats, resetChatList, sentinelWatcher } from "./chatlist.js";
+import { leaveAnswer } from "./live.js";
 import {
   chatIdFromHash, confirmEnd, endChat, newChat, openChat, send, showSidebar, stopAnswer,
 } from "./conversation.js";
@@ -60,7 +61,7 @@ async function signIn(event) {
 }
 
 function signOut(message = "") {
-  stopAnswer();
+  leaveAnswer();
   sessionStorage.removeItem(SESSION_KEY);
   state.api = null;
   $("token").value = "";

@@ -4,7 +4,10 @@ import {
   $, completionNote, describeError, messageView, noAnswerNote, systemView,
 } from "./view.js";
 import { bumpChat, bumpEnded, findItem, markSelected, retitle } from "./chatlist.js";
+import { leaveAnswer, named, painter, positionOf, stopAnswer } from "./live.js";
 import { handleAuth, state } from "./state.js";
+
+export { stopAnswer };
 
 const HINT = "Enter sends · Shift+Enter adds a line";
 const TITLE_AFTER_MS = 3000; // chatms asks the model for a title once the first answer is in
@@ -28,7 +31,7 @@ function resetConversation(title) {
 }
 
 export function newChat() {
-  stopAnswer();
+  leaveAnswer();
   state.current = { id: null, status: null };
   setHash(null);
   resetConversation("New chat");
@@ -38,7 +41,7 @@ export function newChat() {
 }
 
 export async function openChat(chatId) {
-  stopAnswer();
+  leaveAnswer();
   state.current = { id: chatId, status: null };
   setHash(chatId);
   resetConversation(findItem(chatId)?.querySelector(".chat-item-title").textContent || "Chat");
@@ -49,7 +52,11 @@ export async function openChat(chatId) {
     if (state.current.id !== chatId) return; // another chat was opened meanwhile
     state.current.status = chat.status;
     showHeading(chat);
-    showMessages(chat);
+    const last = showMessages(chat);
+    const writing = chat.messages.at(-1);
+    if (writing?.role === "assistant" && writing.completion === "streaming") {
+      await followAnswer(chatId, last, writing.content);
+    }
   } catch (err) {
     if (!handleAuth(err) && state.current.id === chatId) showError(describeError(err));
   }
@@ -75,11 +82,39 @@ async function refreshTitle(chatId) {
   }
 }
 
+// The chat's answer is still being written (the page was reloaded, or the chat reopened):
+// pick it up from what is shown, live, with Stop offered as while sending.
+async function followAnswer(chatId, view, shown) {
+  const mine = { controller: new AbortController(), chatId };
+  state.turn = mine;
+  updateControls();
+  view.setPending(true);
+  view.setNote(null);
+  const painted = painter(view, shown, scrollToEnd);
+  try {
+    const done = await state.api.resumeAnswer({
+      chatId, after: positionOf(shown), signal: mine.controller.signal, onDelta: painted.onDelta,
+    });
+    painted.paint();
+    view.setNote(completionNote(done.completion, done.finish_reason));
+  } catch (err) {
+    if (err.name !== "AbortError") throw err;
+  } finally {
+    view.setPending(false);
+    if (state.turn === mine) {
+      state.turn = null;
+      updateControls();
+    }
+  }
+}
+
+// Shows the messages; returns the view of the last one.
 function showMessages(chat) {
   const messages = chat.messages;
   $("empty").hidden = messages.length > 0;
   // The system message is the chat's own, shown first; it is not one of its messages.
   if (chat.system_message) $("messages").append(systemView(chat.system_message.content));
+  let last = null;
   for (const m of messages) {
     const view = messageView(m);
     if (m.role === "assistant") {
@@ -87,8 +122,10 @@ function showMessages(chat) {
         : noAnswerNote(m.completion));
     }
     $("messages").append(view.article);
+    last = view;
   }
   scrollToEnd();
+  return last;
 }
 
 function scrollToEnd() {
@@ -119,21 +156,14 @@ export function showSidebar(show) {
 
 // ---- sending --------------------------------------------------------------------------
 
-// Stop the answer being streamed. Today an answer ends when its client goes away, so
-// aborting the request is enough; once answers outlive their connection, this is the one
-// place to call POST /chats/{id}/stop instead.
-export function stopAnswer() {
-  state.turn?.controller.abort();
-}
-
 export async function send(event) {
   event?.preventDefault();
   const input = $("message");
   const text = input.value;
   if (state.turn || !text.trim() || state.current.status === "ended") return;
-  const mine = { controller: new AbortController() };
-  state.turn = mine;
   const chatAtStart = state.current.id;
+  const mine = { controller: new AbortController(), chatId: chatAtStart };
+  state.turn = mine;
   input.value = "";
   showError("");
   updateControls();
@@ -145,31 +175,19 @@ export async function send(event) {
   $("messages").append(question.article, answer.article);
   scrollToEnd();
 
-  let content = "";
-  let painting = false;
-  const paint = () => {
-    painting = false;
-    answer.setContent(content);
-    scrollToEnd();
-  };
+  const painted = painter(answer, "", scrollToEnd);
   try {
     const done = await state.api.streamTurn({
       chatId: chatAtStart, text, signal: mine.controller.signal,
-      onChatId: (id) => adoptChat(id, text, mine),
-      onDelta: (delta) => {
-        content += delta;
-        if (!painting) {
-          painting = true;
-          requestAnimationFrame(paint);
-        }
-      },
+      onChatId: (id) => adoptChat(id, text, mine), onDelta: painted.onDelta,
     });
-    content = done.content;
-    paint();
+    painted.text = done.content;
+    painted.paint();
     answer.setNote(completionNote(done.completion, done.finish_reason));
     if (!chatAtStart) setTimeout(() => state.api && refreshTitle(done.chat_id), TITLE_AFTER_MS);
   } catch (err) {
-    paint();
+    painted.paint();
+    const content = painted.text;
     if (err.name === "AbortError") {
       answer.setNote(content ? completionNote("cancelled") : "Stopped before any answer.");
     } else if (!handleAuth(err)) {
@@ -203,6 +221,7 @@ function partialNote(err) {
 // The turn named its chat: a new chat joins the list and the address; an old one moves up.
 function adoptChat(chatId, text, mine) {
   if (state.turn !== mine) return;
+  named(mine, chatId);
   if (state.current.id !== chatId) {
     state.current = { id: chatId, status: "active" };
     setHash(chatId);

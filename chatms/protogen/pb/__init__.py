@@ -16,6 +16,9 @@ __all__ = (
     "GetChatResponse",
     "ListChatsRequest",
     "ListChatsResponse",
+    "ResumeStreamRequest",
+    "StopTurnRequest",
+    "StopTurnResponse",
     "StoredMessage",
 )
 
@@ -58,6 +61,12 @@ class ChatRequest(betterproto2.Message):
     A continued chat keeps the model it was started with.
     """
 
+    detach: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+    """
+    Opt-in: the turn keeps running to the end (and is stored whole) when this client goes
+    away, within a bound per user and per process; resume it with ResumeStream.
+    """
+
 
 default_message_pool.register_message("pb", "ChatRequest", ChatRequest)
 
@@ -69,6 +78,12 @@ class ChatResponse(betterproto2.Message):
     user_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
     content: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    position: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    The answer's length in Unicode code points after this message: echo the last one
+    received as ResumeStreamRequest.after to pick the answer up where it left off.
+    """
 
 
 default_message_pool.register_message("pb", "ChatResponse", ChatResponse)
@@ -241,6 +256,54 @@ default_message_pool.register_message("pb", "ListChatsResponse", ListChatsRespon
 
 
 @dataclass(eq=False, repr=False)
+class ResumeStreamRequest(betterproto2.Message):
+    chat_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    user_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    after: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """
+    the last position received; 0 for the whole answer
+    """
+
+    delta: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    as ChatRequest.delta: only the new text in each content
+    """
+
+
+default_message_pool.register_message("pb", "ResumeStreamRequest", ResumeStreamRequest)
+
+
+@dataclass(eq=False, repr=False)
+class StopTurnRequest(betterproto2.Message):
+    chat_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    user_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("pb", "StopTurnRequest", StopTurnRequest)
+
+
+@dataclass(eq=False, repr=False)
+class StopTurnResponse(betterproto2.Message):
+    chat_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    stopped: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    false: nothing was running (a no-op, not an error)
+    """
+
+    position: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """
+    length of the stored partial answer when stopped
+    """
+
+
+default_message_pool.register_message("pb", "StopTurnResponse", StopTurnResponse)
+
+
+@dataclass(eq=False, repr=False)
 class StoredMessage(betterproto2.Message):
     seq: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
 
@@ -357,6 +420,51 @@ class ChatServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def resume_stream(
+        self,
+        message: "ResumeStreamRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[ChatResponse]":
+        """
+        The latest answer of a chat from position `after`: what is stored at once, then live
+        text while the turn runs (on any replica), then the end of the stream.
+        """
+
+        async for response in self._unary_stream(
+            "/pb.ChatService/ResumeStream",
+            message,
+            ChatResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
+    async def stop_turn(
+        self,
+        message: "StopTurnRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "StopTurnResponse":
+        """
+        Stop the chat's running turn, on whichever replica runs it; its partial answer is
+        stored with completion "stopped".
+        """
+
+        return await self._unary_unary(
+            "/pb.ChatService/StopTurn",
+            message,
+            StopTurnResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class ChatServiceBase(betterproto2_grpclib.ServiceBase):
     async def chat_stream(self, message: "ChatRequest") -> "AsyncIterator[ChatResponse]":
@@ -373,6 +481,23 @@ class ChatServiceBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def end_chat(self, message: "EndChatRequest") -> "EndChatResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def resume_stream(self, message: "ResumeStreamRequest") -> "AsyncIterator[ChatResponse]":
+        """
+        The latest answer of a chat from position `after`: what is stored at once, then live
+        text while the turn runs (on any replica), then the end of the stream.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield ChatResponse()
+
+    async def stop_turn(self, message: "StopTurnRequest") -> "StopTurnResponse":
+        """
+        Stop the chat's running turn, on whichever replica runs it; its partial answer is
+        stored with completion "stopped".
+        """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -411,6 +536,25 @@ class ChatServiceBase(betterproto2_grpclib.ServiceBase):
         response = await self.end_chat(request)
         await stream.send_message(response)
 
+    async def __rpc_resume_stream(
+        self, stream: "grpclib.server.Stream[ResumeStreamRequest, ChatResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await self._call_rpc_handler_server_stream(
+            self.resume_stream,
+            stream,
+            request,
+        )
+
+    async def __rpc_stop_turn(
+        self, stream: "grpclib.server.Stream[StopTurnRequest, StopTurnResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.stop_turn(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/pb.ChatService/ChatStream": grpclib.const.Handler(
@@ -436,5 +580,17 @@ class ChatServiceBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 EndChatRequest,
                 EndChatResponse,
+            ),
+            "/pb.ChatService/ResumeStream": grpclib.const.Handler(
+                self.__rpc_resume_stream,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                ResumeStreamRequest,
+                ChatResponse,
+            ),
+            "/pb.ChatService/StopTurn": grpclib.const.Handler(
+                self.__rpc_stop_turn,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                StopTurnRequest,
+                StopTurnResponse,
             ),
         }

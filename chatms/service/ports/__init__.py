@@ -5,6 +5,7 @@ Every port is importable from here: `from chatms.service.ports import ChatReposi
 
 from chatms.domain.model import Message
 from chatms.service.ports.chats import (
+    AnswerState,
     ChatDetail,
     ChatPage,
     ChatRepository,
@@ -13,9 +14,11 @@ from chatms.service.ports.chats import (
     ContextStore,
     Finished,
     Lease,
+    Signal,
     StoredMessage,
     StoredSummary,
     TokenCounter,
+    TurnSignals,
     UpstreamEvent,
     WholeAnswer,
     WholeCompletionClient,
@@ -38,6 +41,7 @@ from chatms.service.ports.media import Media, MediaFetcher, Transcriber, Transcr
 __all__ = [
     "Answer",
     "BurstRule",
+    "AnswerState",
     "ChatDetail",
     "ChatPage",
     "ChatRepository",
@@ -56,11 +60,13 @@ __all__ = [
     "MessageSender",
     "Received",
     "SendFailed",
+    "Signal",
     "StoredMessage",
     "StoredSummary",
     "TokenCounter",
     "Transcriber",
     "Transcript",
+    "TurnSignals",
     "UpstreamEvent",
     "UsageStore",
     "WholeAnswer",

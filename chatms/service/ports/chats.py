@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from chatms.domain.context import FoldItem, Summary
 from chatms.domain.media import Attachment, ImageInput
-from chatms.domain.model import Chat, ChatConfig, PendingTurn, Usage
+from chatms.domain.model import Chat, ChatConfig, Completion, PendingTurn, Usage
 
 
 class TokenCounter(Protocol):
@@ -125,16 +125,43 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerState:
+    """A chat's latest answer as stored: `rest` is its text past the position asked for."""
+
+    leased: bool  # a turn holds the chat (its answer may still grow)
+    seq: int | None  # None: the chat has no answer yet
+    completion: Completion = Completion.COMPLETE
+    length: int = 0
+    rest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What another replica's turn said about an answer (heard through the database)."""
+
+    kind: str  # "progress", "end", or "reload" (signals may have been missed: read again)
+    start: int = 0  # progress: the position the text starts at
+    text: str | None = None  # progress: the new text, None when it was too long to send
+    completion: str | None = None  # end: how the answer ended
+
+
+class TurnSignals(Protocol):
+    def watch(self, chat_id: str, handler: Callable[[Signal], None]) -> Callable[[], None]:
+        """Call `handler` with each signal of the chat until the returned function is called."""
+        ...
+
+    def on_stop(self, handler: Callable[[str], None]) -> None:
+        """Call `handler` with the chat id of every stop request, from any replica."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class ChatPage:
     chats: list[ChatSummary]
     next_cursor: str | None = field(default=None)
 
 
 class ChatRepository(Protocol):
-    async def create(self, chat: Chat, lease: Lease) -> None:
-        """Store a new chat with its system message, leased to the caller."""
-        ...
-
     async def acquire(self, chat_id: str, owner: str, lease: Lease) -> Chat:
         """Lease an active chat of `owner` and load its live window.
 
@@ -144,6 +171,33 @@ class ChatRepository(Protocol):
 
     async def commit_turn(self, chat: Chat, turn: PendingTurn, lease: Lease) -> None:
         """Store a turn's messages, erasures and usage atomically and release the lease."""
+        ...
+
+    async def begin(self, chat: Chat, turn: PendingTurn, lease: Lease, create: bool) -> bool:
+        """Store the user message and an empty 'streaming' answer (with the chat itself
+        when `create`); idempotent. False when the lease is no longer held."""
+        ...
+
+    async def flush(
+        self, chat_id: str, lease: Lease, seq: int, start: int, text: str, tokens: int
+    ) -> bool:
+        """Set the streaming answer's text past `start`; False when the lease is gone."""
+        ...
+
+    async def latest_answer(
+        self, chat_id: str, owner: str, after: int, seq: int | None = None
+    ) -> AnswerState:
+        """The owner's chat's latest answer (or the one at `seq`) past position `after`.
+
+        Raises ChatNotFound."""
+        ...
+
+    async def interrupt_lapsed(self, chat_id: str | None = None, grace: float = 0.0) -> int:
+        """Mark 'interrupted' the streaming answers whose lease lapsed `grace` seconds ago."""
+        ...
+
+    async def signal_stop(self, chat_id: str, owner: str) -> bool:
+        """Tell every replica to stop the chat's turn; False when none is running."""
         ...
 
     async def renew(self, chat_id: str, lease: Lease) -> bool:

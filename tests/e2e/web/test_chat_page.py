@@ -120,13 +120,16 @@ def test_stop_ends_the_answer_midway_and_the_partial_is_kept(
         assert time.monotonic() < deadline, "the upstream request was not closed after Stop"
         time.sleep(0.05)
     chat_id = chat_id_of(web)
-    while True:  # the partial answer is stored when the turn winds down
+    while True:  # the partial answer is final once the turn wound down
         messages = stored_chat(web_server, web.user, chat_id)["messages"]
-        if [m["role"] for m in messages] == ["user", "assistant"]:
+        if messages and messages[-1]["completion"] != "streaming":
             break
         assert time.monotonic() < deadline, f"the partial answer was not stored: {messages}"
         time.sleep(0.1)
-    assert messages[-1]["completion"] == "cancelled"
+    # Stop goes through the stop route (so it works for a resumed answer, on any replica).
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[-1]["completion"] == "stopped"
+    assert messages[-1]["content"].strip() == shown
 
     web.page.reload()
     stored = web.answers().last
@@ -134,6 +137,43 @@ def test_stop_ends_the_answer_midway_and_the_partial_is_kept(
     assert "w39" not in (stored.text_content() or "")
     expect(web.page.locator(".msg.assistant .note").last).to_have_text(
         "Stopped — the partial answer was kept.")
+
+
+def test_a_reload_mid_answer_picks_the_answer_up_and_stop_still_works(
+    web: Browsing, fake_openai: FakeOpenAI, web_server: ServeProcess
+) -> None:
+    """The answer outlives the page: after a reload it streams on where it was, whole."""
+    pieces = [f" r{i}" for i in range(30)]
+    fake_openai.queue(Script(pieces=pieces, gap=0.15),
+                      Script(pieces=[f" s{i}" for i in range(60)], gap=0.2))
+    web.sign_in()
+    web.send("Go on while I reload")
+    expect(web.answers().last).to_contain_text("r3")
+    web.page.reload()
+    expect(web.button("Stop")).to_be_visible()  # it is still being written
+    web.wait_idle()
+    expect(web.answers().last).to_have_text("".join(pieces).strip())
+    assert web.page.locator(".msg.assistant .note").last.is_hidden()
+    chat_id = chat_id_of(web)
+    assert stored_chat(web_server, web.user, chat_id)["messages"][-1]["completion"] == "complete"
+    # Reload during the next answer, then Stop the resumed one.
+    web.send("And again")
+    expect(web.answers().last).to_contain_text("s2")
+    web.page.reload()
+    expect(web.answers().last).to_contain_text("s5")
+    web.button("Stop").click()
+    web.wait_idle()
+    expect(web.page.locator(".msg.assistant .note").last).to_have_text(
+        "Stopped — the partial answer was kept.")
+    shown = (web.answers().last.text_content() or "").strip()
+    deadline = time.monotonic() + 10
+    while (last := stored_chat(web_server, web.user, chat_id)["messages"][-1])[
+            "completion"] == "streaming":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert last["completion"] == "stopped" and last["content"].strip() == shown
+    assert "s59" not in shown
+    assert web.violations() == []
 
 
 def test_end_chat_asks_first_then_ends_it(
