@@ -79,6 +79,18 @@ SELECT status, lease_until IS NOT NULL AND lease_until >= now() AS busy
 FROM chats WHERE id = $1 AND owner_id = $2
 """
 
+# A chat with only its system message (turns store their new chats with `begin`).
+_CREATE = """
+WITH chat AS (
+    INSERT INTO chats (id, owner_id, config, lease_id, lease_until)
+    VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO messages (chat_id, seq, role, content, tokens)
+SELECT id, 0, 'system', $6, $7 FROM chat
+"""
+
 # One statement, so one transaction and one round trip. Every part hangs on `chat`, the
 # row whose lease we still hold: a turn that lost its lease stores nothing.
 _COMMIT = """

@@ -23,12 +23,15 @@ from chatms.domain.model import (
     Chat,
     ChatConfig,
     ChatStatus,
+    Completion,
     Message,
     PendingTurn,
+    Role,
     Usage,
 )
 from chatms.service.ports import (
     Answer,
+    AnswerState,
     BurstRule,
     ChatDetail,
     ChatPage,
@@ -108,6 +111,82 @@ class MemoryChatRepository(Outage):
             updated_at=now, created=[now],
         )
 
+    async def begin(self, chat: Chat, turn: PendingTurn, lease: Lease, create: bool) -> bool:
+        """The question and an empty 'streaming' answer (with the chat when `create`)."""
+        self.calls.append("begin")
+        self._check()
+        if create:
+            await self.create(chat, lease)
+        stored = self.chats.get(chat.id)
+        if stored is None or not self._held(stored, lease):
+            return False
+        if any(m.seq == turn.user.seq for m in stored.messages):
+            return True  # idempotent, as ON CONFLICT DO NOTHING
+        erased = set(turn.erased_seqs)
+        for message in stored.messages:
+            if message.seq in erased:
+                message.erased = True
+        answer = Message(turn.user.seq + 1, Role.ASSISTANT, "", 0,
+                         completion=Completion.STREAMING)
+        now = self._now()
+        stored.messages += [replace(turn.user), answer]
+        stored.created += [now, now]
+        stored.next_seq = turn.user.seq + 2
+        stored.title = stored.title or turn.user.content[:200]
+        return True
+
+    async def flush(
+        self, chat_id: str, lease: Lease, seq: int, start: int, text: str, tokens: int
+    ) -> bool:
+        self.calls.append("flush")
+        self._check()
+        stored = self.chats.get(chat_id)
+        answer = self._streaming(stored, seq)
+        if stored is None or answer is None or not self._held(stored, lease):
+            return False
+        answer.content = answer.content[:start] + text
+        answer.tokens = tokens
+        return True
+
+    def _streaming(self, stored: StoredChat | None, seq: int) -> Message | None:
+        for message in stored.messages if stored is not None else ():
+            if message.seq == seq and message.completion is Completion.STREAMING:
+                return message
+        return None
+
+    async def latest_answer(
+        self, chat_id: str, owner: str, after: int, seq: int | None = None
+    ) -> AnswerState:
+        self._check()
+        stored = self._owned(chat_id, owner)
+        leased = stored.lease is not None and stored.lease[1] >= time.monotonic()
+        answers = [m for m in stored.messages if m.role is Role.ASSISTANT
+                   and (seq is None or m.seq == seq)]
+        if not answers:
+            return AnswerState(leased=leased, seq=None)
+        last = answers[-1]
+        return AnswerState(leased, last.seq, last.completion, len(last.content),
+                           last.content[after:])
+
+    async def interrupt_lapsed(self, chat_id: str | None = None, grace: float = 0.0) -> int:
+        self._check()
+        count = 0
+        for stored in self.chats.values():
+            if chat_id is not None and stored.id != chat_id:
+                continue
+            if stored.lease is not None and stored.lease[1] >= time.monotonic() - grace:
+                continue
+            for message in stored.messages:
+                if message.completion is Completion.STREAMING:
+                    message.completion = Completion.INTERRUPTED
+                    count += 1
+        return count
+
+    async def signal_stop(self, chat_id: str, owner: str) -> bool:
+        self._check()
+        stored = self._owned(chat_id, owner)
+        return stored.lease is not None and stored.lease[1] >= time.monotonic()
+
     async def acquire(self, chat_id: str, owner: str, lease: Lease) -> Chat:
         self.calls.append("acquire")
         self._check()
@@ -118,6 +197,9 @@ class MemoryChatRepository(Outage):
             if stored.lease[0] != lease.token:
                 raise ChatBusy()
         stored.lease = (lease.token, time.monotonic() + lease.seconds)
+        for message in stored.messages:  # an answer left 'streaming' by a dead process
+            if message.completion is Completion.STREAMING:
+                message.completion = Completion.INTERRUPTED
         system, *rest = stored.messages
         return Chat(
             id=stored.id, owner=owner, config=stored.config, system=replace(system),
@@ -128,10 +210,12 @@ class MemoryChatRepository(Outage):
         self.calls.append("commit_turn")
         self._check()
         stored = self.chats.get(chat.id)
+        assert turn.assistant is not None, "a turn is committed with its answer"
+        final = turn.assistant
         if stored is None or not self._held(stored, lease):
             if stored is not None and any(
-                m.seq == turn.user.seq and m.content == turn.user.content
-                for m in stored.messages
+                m.seq == final.seq and m.content == final.content
+                and m.completion is final.completion for m in stored.messages
             ):
                 return  # committed before: idempotent
             raise Unavailable("the turn outlived its lease on the chat and was not stored")
@@ -139,10 +223,16 @@ class MemoryChatRepository(Outage):
         for message in stored.messages:
             if message.seq in erased:
                 message.erased = True
-        new = [turn.user] if turn.assistant is None else [turn.user, turn.assistant]
         now = self._now()
-        stored.messages += [replace(m) for m in new]
-        stored.created += [now] * len(new)
+        have = {m.seq for m in stored.messages}
+        for new in (turn.user, final):  # begin may have stored the question and the answer
+            if new.seq not in have:
+                stored.messages.append(replace(new))
+                stored.created.append(now)
+        answer = self._streaming(stored, final.seq)
+        if answer is not None:  # the answer being written becomes final
+            answer.content, answer.tokens = final.content, final.tokens
+            answer.completion, answer.finish_reason = final.completion, final.finish_reason
         stored.next_seq = chat.next_seq
         stored.title = stored.title or turn.user.content[:200]
         stored.updated_at = now
@@ -203,6 +293,8 @@ class MemoryChatRepository(Outage):
     async def end(self, chat_id: str, owner: str) -> None:
         self._check()
         stored = self._owned(chat_id, owner)
+        if stored.lease is not None and stored.lease[1] >= time.monotonic():
+            raise ChatBusy()  # a turn still holding the chat would be stored after the end
         stored.status = ChatStatus.ENDED
         stored.updated_at = self._now()
 
