@@ -40,8 +40,8 @@ from chatms.service.ports.media import Media, MediaFetcher, Transcriber, Transcr
 # Re-exported so that callers of the service need not reach into the domain package.
 __all__ = [
     "Answer",
-    "BurstRule",
     "AnswerState",
+    "BurstRule",
     "ChatDetail",
     "ChatPage",
     "ChatRepository",
