@@ -74,18 +74,24 @@ class Retry(Exception):
 
 
 class Pacer:
-    """Spaces the sends of each of our addresses to at most `per_second`."""
+    """Spaces the sends of each of our addresses to at most `per_second`.
+
+    The gap is kept between the moments the waits actually return: a waiter that wakes late
+    (a busy event loop) pushes the next one back, so sends never bunch up after a stall.
+    """
 
     def __init__(self, per_second: float) -> None:
         self.interval = 1.0 / per_second
         self._next: dict[str, float] = {}
+        self._turns: dict[str, asyncio.Lock] = {}  # callers of one address go one by one
 
     async def wait(self, key: str) -> None:
-        now = asyncio.get_running_loop().time()
-        at = max(now, self._next.get(key, now))
-        self._next[key] = at + self.interval  # reserved before sleeping: callers queue up
-        if at > now:
-            await asyncio.sleep(at - now)
+        loop = asyncio.get_running_loop()
+        async with self._turns.setdefault(key, asyncio.Lock()):
+            delay = self._next.get(key, 0.0) - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._next[key] = loop.time() + self.interval
 
 
 class InboundService:
