@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import importlib
 import os
 import random
@@ -62,21 +63,48 @@ def isolate_from_machine() -> None:
     os.environ["TIKTOKEN_CACHE_DIR"] = tempfile.mkdtemp(prefix="chatms-tests-tiktoken-")
 
 
-def free_port() -> int:
-    """A port free now, chosen below the kernel's ephemeral range.
+# Test ports come from 20000..31999, below the kernel's ephemeral range (32768 and up here):
+# a port the kernel hands out (bind to 0) may be handed to an outgoing connection before the
+# server under test binds it, which no port below that range can be. A port is checked free
+# and released, and the server binds it later; in between, only another test could take it.
+# So each process reserves whole blocks of the range (a lock file per block, flock-ed for the
+# process's life: the kernel frees it when the process ends, however it ends) and hands out
+# each port of its blocks once.
+_PORT_BLOCKS = range(20_000, 32_000, 100)
+_PORT_LOCKS = Path(tempfile.gettempdir()) / f"chatms-test-ports-{os.getuid()}"
+_held_blocks: list[int] = []  # descriptors of the lock files this process holds
+_unused_ports: list[int] = []  # ports of our blocks not handed out yet
 
-    A port the kernel hands out (bind to 0) may be handed out again to an outgoing
-    connection before the server under test binds it; ports below 32768 are not.
-    """
-    for _ in range(200):
-        port = random.randint(20_000, 32_000)
+
+def _reserve_port_block() -> None:
+    _PORT_LOCKS.mkdir(exist_ok=True)
+    for start in random.sample(_PORT_BLOCKS, len(_PORT_BLOCKS)):
+        fd = os.open(_PORT_LOCKS / str(start), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another test process holds this block
+            os.close(fd)
+            continue
+        _held_blocks.append(fd)
+        ports = list(range(start, start + _PORT_BLOCKS.step))
+        random.shuffle(ports)
+        _unused_ports.extend(ports)
+        return
+    raise RuntimeError("every block of test ports (20000-31999) is held by another process")
+
+
+def free_port() -> int:
+    """A port free now, below the ephemeral range, that no other test will be handed."""
+    while True:
+        if not _unused_ports:
+            _reserve_port_block()
+        port = _unused_ports.pop()
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
-            except OSError:
+            except OSError:  # something outside the tests holds it: take the next one
                 continue
             return port
-    raise RuntimeError("no free port found between 20000 and 32000")
 
 
 def own_data_dir() -> Path:
