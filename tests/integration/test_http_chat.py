@@ -94,13 +94,15 @@ async def test_sse_client_disconnect_cancels_turn(start_app, fake_openai: FakeOp
     stores the partial as cancelled."""
     app = await start_app(DISCONNECTED_TURNS="cancel")
     user = new_user()
-    fake_openai.queue(Script(pieces=["a", " b"], gap=1.5))
+    # The second delta comes 60 s after the first: long past every wait below, so only the
+    # turn's cancellation (which the fake sees as its client hanging up) can end this answer,
+    # however slowly a loaded machine notices the disconnect (1.5 s was raced under load).
+    fake_openai.queue(Script(pieces=["a", " b"], gap=60))
     chat_id = await _leave_after_first_delta(app, user)
-    # The upstream is silent for 1.5 s between deltas: the turn must end well before that.
     answer = await _final_answer(app, user, chat_id, seconds=10)
-    # Had the turn not been cancelled, its stored answer would be the whole "a b", complete.
     assert answer["completion"] == "cancelled" and answer["content"] == "a"
-    await fake_settled(fake_openai)
+    await fake_settled(fake_openai)  # the upstream was let go of, long before its answer ended
+    assert not fake_openai.requests[-1].finished
 
 
 async def test_sse_client_disconnect_lets_the_turn_finish_by_default(
