@@ -63,6 +63,8 @@ def literal(value: Any) -> str | None:
         return None
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, tuple):
+        return ", ".join(value)
     return str(value)
 
 
@@ -82,12 +84,16 @@ def test_readme_defaults_are_the_code_defaults() -> None:
         cell, meaning = rows[name]
         assert meaning, f"{name} has no meaning in the README"
         expected = literal(default)
-        written = re.fullmatch(r"`([^`]*)`", cell)
+        written = re.fullmatch(r"`([^`]*)`(?: \([^)]*\))?", cell)  # a literal, maybe glossed
         if expected is None:
             continue  # unset or empty: the README says what that means, in words
         if default == 0 and not isinstance(default, bool):
             assert not (written and re.fullmatch(r"[0-9.]+", written.group(1))) or (
                 written.group(1) == "0"), f"README: {name}'s default is {cell}, the code's 0"
+            continue
+        if isinstance(default, tuple):  # a list: written out in the row, in backticks
+            assert f"`{expected}`" in cell + meaning, (
+                f"README: {name}'s row does not list its default, `{expected}`")
             continue
         assert written and written.group(1) == expected, (
             f"README: {name}'s default is {cell!r}, the code's is {expected!r}")
