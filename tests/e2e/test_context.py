@@ -38,10 +38,17 @@ def wait_until(check: Callable[[], bool], seconds: float = 15) -> None:
         time.sleep(0.05)
 
 
-def settle(fake: FakeOpenAI, database_url: str, chat_id: str) -> None:
-    """Wait until every summary the fake answered well is stored (or turned out stale)."""
+def jobs_ended(procs: tuple[ServeProcess, ...]) -> float:
+    """Summary and title attempts the processes have finished (stored or not), all counted."""
+    return sum(metric(p, "chatms_summaries_total{") + metric(p, "chatms_titles_total{")
+               for p in procs)
+
+
+def settle(fake: FakeOpenAI, *procs: ServeProcess) -> None:
+    """Wait until every summary or title the fake was asked for has been answered and its
+    job has ended in chatms (its outcome counted once it was stored, or found stale)."""
     wait_until(lambda: all(s.finished for s in fake.whole_requests))
-    time.sleep(0.3)  # the store after the answer: one statement
+    wait_until(lambda: jobs_ended(procs) >= len(fake.whole_requests))
 
 
 def topic_turn(target: str, user: str, i: int, chat_id: str | None, **kw: str) -> str:
@@ -71,7 +78,7 @@ def test_a_long_chat_folds_its_summaries_and_keeps_every_original(
         stored = summaries(database_url, chat_id) if chat_id else []
         seen_before_turn.append(stored[-1]["content"] if stored else None)
         chat_id = topic_turn(p.grpc_target, user, i, chat_id)
-        settle(fake_openai, database_url, chat_id)
+        settle(fake_openai, p)
     assert chat_id is not None
     stored = summaries(database_url, chat_id)
     assert len(stored) >= 3, "several evictions, several summaries"
@@ -119,7 +126,7 @@ def test_a_failing_summary_leaves_the_chat_working_and_the_next_folds_everything
     user, chat_id = new_user(), None
     for i in range(1, 12):
         chat_id = topic_turn(p.grpc_target, user, i, chat_id)  # every turn answered
-        settle(fake_openai, database_url, chat_id)
+        settle(fake_openai, p)
     assert chat_id is not None
     assert metric(p, 'chatms_summaries_total{outcome="error"}') == 1
     assert metric(p, 'chatms_summaries_total{outcome="timeout"}') == 1
@@ -140,9 +147,9 @@ def test_two_replicas_never_summarise_one_chat_at_once(
         chat_id = topic_turn((a, b)[i % 2].grpc_target, user, i, chat_id)
     assert chat_id is not None
     for i in range(17, 21):  # then one turn per summary
-        settle(fake_openai, database_url, chat_id)
+        settle(fake_openai, a, b)
         chat_id = topic_turn((a, b)[i % 2].grpc_target, user, i, chat_id)
-    settle(fake_openai, database_url, chat_id)
+    settle(fake_openai, a, b)
     spans = sorted((s.at, s.finished_at or 0.0) for s in fake_openai.summaries)
     assert len(spans) >= 2
     assert all(later[0] >= earlier[1] for earlier, later in pairwise(spans))
@@ -169,7 +176,7 @@ def test_titles_appear_after_the_first_exchange(serve, fake_openai: FakeOpenAI) 
 
     wait_until(lambda: titles().get(first) == "Plan a trip to")
     wait_until(lambda: len(fake_openai.titles) == 2 and fake_openai.titles[1].finished)
-    time.sleep(0.3)
+    wait_until(lambda: metric(p, 'chatms_titles_total{outcome="error"}') == 1)
     assert titles()[second] == "Another question entirely", "a failed title keeps the fallback"
     assert get_chat(p, user, first)["title"] == "Plan a trip to"
     assert metric(p, 'chatms_titles_total{outcome="error"}') == 1

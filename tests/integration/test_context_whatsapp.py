@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from chatms.domain.context import SUMMARY_HEADING
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.twilio import FakeTwilio, inbound_form, new_sender
 from tests.integration.test_history import unary
 from tests.integration.test_whatsapp import deliver, started, twilio_env
+from tests.support import until
 
 
 async def test_a_long_whatsapp_chat_is_summarised_and_titled(
@@ -17,15 +16,17 @@ async def test_a_long_whatsapp_chat_is_summarised_and_titled(
     app = await started(start_app, MODEL_MAX_TOKENS="500", MAX_TOKENS="40",
                         **twilio_env(fake_twilio))
     sender = new_sender()
+
+    async def context_jobs_ended() -> bool | None:
+        return None if app.chats.context._tasks else True
+
     for i in range(1, 11):
         text = f"Tell me about topic-{i} " + "with a few more words of padding " * 4
         assert (await deliver(app, inbound_form(sender, text))).status_code == 200
         await fake_twilio.wait_for(sender, i)
-        for _ in range(100):  # the summary of this turn's eviction, if any, lands
-            if all(s.finished for s in fake_openai.whole_requests):
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)
+        # The turn was stored before its answer was sent, so the summary or title it called
+        # for has been started by now: wait until it has ended (stored, or given up).
+        await until(context_jobs_ended, "the summary and title jobs of this turn to end", 20)
     [listed] = (await app.chats.chats(sender)).chats
     assert listed.title == "Tell me about topic-1"
     chat = await app.chats.chat(sender, listed.id)

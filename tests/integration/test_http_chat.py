@@ -206,10 +206,10 @@ async def test_busy_chat_is_409(start_app, fake_openai: FakeOpenAI) -> None:
         fake_openai.queue(Script(pieces=["slow", " answer"], gap=1.0))
         payload = {"chat_id": chat_id, "user_id": user, "user_message": "slow one"}
         slow = asyncio.ensure_future(http.post("/chat", json=payload, headers=AUTH))
-        for _ in range(100):  # until the slow turn has reached the upstream
-            if len(fake_openai.requests) == 2:
-                break
-            await asyncio.sleep(0.02)
+        async def slow_reached_upstream() -> bool | None:
+            return True if len(fake_openai.requests) == 2 else None
+
+        await until(slow_reached_upstream, "the slow turn to reach the upstream")
         busy = await http.post("/chat", json=payload, headers=AUTH)
         assert busy.status_code == 409 and busy.json()["error"]["code"] == "chat_busy"
         assert (await slow).json()["content"] == "slow answer"
