@@ -79,8 +79,9 @@ async def start_app(database_url: str, fake_openai: FakeOpenAI) -> AsyncIterator
     from chatms.app import App
     from chatms.builder import build_app
     from chatms.config import load_settings
-    from tests.support import base_env
+    from tests.support import base_env, park_open_inbound
 
+    await park_open_inbound(database_url)
     started: list[App] = []
 
     async def start(**env: str) -> App:

@@ -283,3 +283,22 @@ async def fetch(database_url: str, sql: str, *args: object) -> list[Any]:
         return list(await conn.fetch(sql, *args))
     finally:
         await conn.close()
+
+
+async def park_open_inbound(database_url: str) -> None:
+    """Put off, for an hour, the inbound messages earlier tests left open.
+
+    Every app with a channel configured claims due messages of any sender from the shared
+    database: a test's app would otherwise answer another test's leftovers, which then count
+    as this test's upstream requests and sent messages.
+    """
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        if await conn.fetchval("SELECT to_regclass('inbound_messages') IS NOT NULL"):
+            await conn.execute(
+                "UPDATE inbound_messages SET next_attempt_at = now() + interval '1 hour'"
+                " WHERE status IN ('pending', 'sending')")
+    finally:
+        await conn.close()

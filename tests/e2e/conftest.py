@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.openai import FakeOpenAI
-from tests.support import WORK_DIR, ServeProcess, base_env
+from tests.support import WORK_DIR, ServeProcess, base_env, park_open_inbound
 
 
 @pytest.fixture
@@ -14,6 +15,7 @@ def serve(
     database_url: str, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> Iterator[Callable[..., ServeProcess]]:
     """Start real `chatms serve` processes; every one still running is killed afterwards."""
+    asyncio.run(park_open_inbound(database_url))
     started: list[ServeProcess] = []
 
     def start(cwd: Path = WORK_DIR, **env: str) -> ServeProcess:

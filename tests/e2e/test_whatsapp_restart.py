@@ -7,7 +7,6 @@ import time
 
 import asyncpg
 import httpx
-import pytest
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, inbound_form, new_sender, sign
@@ -20,24 +19,6 @@ def wait_until(check, timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture(autouse=True)
-def park_earlier_messages(database_url: str) -> None:
-    """Messages other tests left open would be answered first by a fresh process (and count
-    as upstream requests here): they are put off for an hour."""
-
-    async def park() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            if await conn.fetchval("SELECT to_regclass('inbound_messages') IS NOT NULL"):
-                await conn.execute(
-                    "UPDATE inbound_messages SET next_attempt_at = now() + interval '1 hour'"
-                    " WHERE status IN ('pending', 'sending')")
-        finally:
-            await conn.close()
-
-    asyncio.run(park())
 
 
 async def _row(database_url: str, message_sid: str) -> asyncpg.Record:
