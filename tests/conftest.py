@@ -81,13 +81,12 @@ async def start_app(database_url: str, fake_openai: FakeOpenAI) -> AsyncIterator
     from chatms.config import load_settings
     from tests.support import base_env, park_open_inbound
 
-    await park_open_inbound(database_url)
     started: list[App] = []
 
     async def start(**env: str) -> App:
         app = await build_app(load_settings(base_env(database_url, fake_openai.base_url, **env)))
-        if not started:
-            await park_open_messages(app)
+        if not started:  # migrated now; this test's own messages come after
+            await park_open_inbound(database_url)
         await app.start()
         started.append(app)
         return app
@@ -95,14 +94,6 @@ async def start_app(database_url: str, fake_openai: FakeOpenAI) -> AsyncIterator
     yield start
     for app in reversed(started):
         await app.stop()
-
-
-async def park_open_messages(app: object) -> None:
-    """Inbound messages earlier tests left open are put off for an hour, so the first app a
-    test starts answers (and asks the fake upstream about) only that test's messages."""
-    pool = app.storage.database.pool  # type: ignore[attr-defined]
-    await pool.execute("UPDATE inbound_messages SET next_attempt_at = now() + interval '1 hour'"
-                       " WHERE status IN ('pending', 'sending')")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
