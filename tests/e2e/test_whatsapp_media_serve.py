@@ -13,10 +13,7 @@ from PIL import Image
 from chatms.service.inbound import RATE_REPLY
 from chatms.service.inbound_media import FETCH_FAILED_REPLY, TRANSCRIBE_FAILED_REPLY
 from tests.e2e.grpc_sync import chat
-from tests.e2e.test_whatsapp_restart import (  # parking: a fresh process answers only ours
-    park_earlier_messages,  # noqa: F401
-    wait_until,
-)
+from tests.e2e.test_whatsapp_restart import wait_until
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, inbound_form, new_sender, sign
 from tests.support import AUTH_TOKEN as SERVICE_TOKEN
