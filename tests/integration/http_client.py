@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,12 +24,16 @@ def base_url(app: object) -> str:
 async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client for the app, once its HTTP listener (started in a task) answers."""
     async with httpx.AsyncClient(base_url=base_url(app), timeout=20) as http:
-        for _ in range(100):
+
+        async def answering() -> bool | None:
             try:
                 await http.get("/healthz")
-                break
             except httpx.ConnectError:
-                await asyncio.sleep(0.05)
+                return None
+            return True
+
+        # A listener not up in time fails here, saying so (not later, as a refused request).
+        await until(answering, "the app's HTTP listener to answer", 20)
         yield http
 
 
