@@ -203,6 +203,11 @@ def _stored(m: StoredMessage) -> pb.StoredMessage:
         seq=m.seq, role=m.role, content=m.content, tokens=m.tokens, erased=m.erased,
         completion=m.completion, finish_reason=m.finish_reason or "",
         created_at=_rfc3339(m.created_at), delivery=m.delivery or "",
+        attachments=[
+            pb.Attachment(kind=a.kind, content_type=a.content_type, size=a.size, ref=a.ref,
+                          seconds=a.seconds or 0.0)
+            for a in m.attachments
+        ],
     )
 
 

@@ -14,6 +14,7 @@ from chatms.service.inbound_media import (
 )
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.twilio import FakeTwilio, inbound_form, new_sender
+from tests.integration.test_history import unary
 from tests.integration.test_limits import pool, wait_closed
 from tests.integration.test_whatsapp import deliver, started, twilio_env
 from tests.support import AUTH_TOKEN
@@ -57,6 +58,12 @@ async def test_voice_note_is_transcribed_and_answered_once(
     assert shown["messages"][0]["attachments"] == [
         {"kind": "voice", "content_type": "audio/ogg", "size": len(OGG), "ref": marker.ref}]
     assert "attachments" not in shown["messages"][1]
+    got = await unary(app, "GetChat", user_id=sender, chat_id=chat.id)  # and gRPC (grpcio)
+    [asked] = [m for m in got.messages if m.role == "user"]
+    [seen] = asked.attachments
+    assert (seen.kind, seen.content_type, seen.size, seen.ref) == (
+        "voice", "audio/ogg", len(OGG), marker.ref)
+    assert all(not m.attachments for m in got.messages if m.role != "user")
     spent = await pool(app).fetchval("SELECT tokens FROM user_usage WHERE user_id = $1", sender)
     assert spent == 25 + 11 + 6  # transcription (20 + 5 words) and the turn, as reported
 

@@ -4,6 +4,7 @@
 # This file has been @generated
 
 __all__ = (
+    "Attachment",
     "ChatRequest",
     "ChatResponse",
     "ChatServiceBase",
@@ -39,6 +40,42 @@ if TYPE_CHECKING:
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
+
+
+@dataclass(eq=False, repr=False)
+class Attachment(betterproto2.Message):
+    """
+    A voice note (the message's text is its transcript) or a photo (the text is "[image]" and
+    its caption). Never the media's bytes.
+    """
+
+    kind: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    "voice" or "image"
+    """
+
+    content_type: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    e.g. "audio/ogg", "image/jpeg"
+    """
+
+    size: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    bytes
+    """
+
+    ref: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    the provider's media id (Twilio's ME...)
+    """
+
+    seconds: "float" = betterproto2.field(5, betterproto2.TYPE_DOUBLE)
+    """
+    a voice note's duration when the transcriber reported it, else 0
+    """
+
+
+default_message_pool.register_message("pb", "Attachment", Attachment)
 
 
 @dataclass(eq=False, repr=False)
@@ -340,6 +377,13 @@ class StoredMessage(betterproto2.Message):
     """
     An answer sent through WhatsApp: "sending", "delivered" or "failed" (given up on after
     WHATSAPP_DELIVERY_DEADLINE, or refused by Twilio); empty for every other message.
+    """
+
+    attachments: "list[Attachment]" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Where a user message's text came from (a WhatsApp voice note or photo); empty otherwise.
     """
 
 
