@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,22 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({_short_path(where)})"
 
 
+def stacks(raw: Path) -> Iterator[tuple[list[str], int]]:
+    """(frames from the root down, samples) for each line of a raw (collapsed) profile."""
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack and count_text.isdigit():
+            yield stack.split(";"), int(count_text)
+
+
 def top(raw: Path) -> dict[str, Any]:
     """Own-time (leaf) and total-time (inclusive) shares per function from collapsed stacks."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     by_package: Counter[str] = Counter()
     samples = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [_frame_name(f) for f in stack.split(";") if f]
+    for stack, count in stacks(raw):
+        frames = [_frame_name(f) for f in stack if f]
         samples += count
         if frames:
             own[frames[-1]] += count
@@ -91,13 +96,8 @@ def steps(raw: Path) -> list[tuple[str, float]]:
     """Shares of a profile's samples per step of a turn (see STEPS); the rest is the loop."""
     counts: Counter[str] = Counter()
     total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
+    for frames, count in stacks(raw):
         total += count
-        frames = stack.split(";")
         counts[_step(frames)] += count
     return [(name, 100.0 * n / total) for name, n in counts.most_common()] if total else []
 

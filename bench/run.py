@@ -43,21 +43,29 @@ def log(msg: str) -> None:
     print(f"[bench {datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
 
 
+async def sampled(h: Harness, seconds: int, raw: Path, door: str, text: str, streams: int,
+                  turns: int) -> str | None:
+    """Load one door until py-spy has sampled chatms for `seconds`; None, or why it failed."""
+    spy = asyncio.create_task(record(h.pg.child.proc.pid, seconds, raw))
+    load_until = time.monotonic() + seconds
+    for _ in range(20):
+        if time.monotonic() >= load_until:
+            break
+        await h.measure(door, text, streams, turns, 30)
+    done = await spy
+    if done is None:
+        return "py-spy not installed (pip install py-spy)"
+    if done.returncode != 0 or not raw.exists():
+        return done.stderr.decode(errors="replace")[-500:]
+    return None
+
+
 async def profiled(h: Harness, plan: scenarios.Plan, out: Path) -> dict[str, Any]:
     """gRPC load at realistic spacing while py-spy samples chatms (not part of any figure)."""
     raw = out / "pyspy_raw.txt"
-    text = shape(0.05, 0.014, 300)
-    spy = asyncio.create_task(record(h.pg.child.proc.pid, plan.profile_seconds, raw))
-    load_until = time.monotonic() + plan.profile_seconds
-    rounds = 0
-    while time.monotonic() < load_until and rounds < 10:
-        await h.measure("grpc", text, 50, 50, 30)
-        rounds += 1
-    done = await spy
-    if done is None:
-        return {"skipped": "py-spy not installed (pip install py-spy)"}
-    if done.returncode != 0 or not raw.exists():
-        return {"error": done.stderr.decode(errors="replace")[-500:]}
+    failed = await sampled(h, plan.profile_seconds, raw, "grpc", shape(0.05, 0.014, 300), 50, 50)
+    if failed:
+        return {"error": failed}
     return {"load": "gRPC, 50 streams x 300 events at 14 ms", "seconds": plan.profile_seconds,
             **top(raw)}
 
@@ -66,17 +74,9 @@ async def profiled_short(h: Harness, plan: scenarios.Plan, out: Path, door: str)
     """Short turns (2 events) 20 at a time while py-spy samples chatms: where a turn's fixed
     cost goes, step by step."""
     raw = out / f"pyspy_short_{door}.txt"
-    spy = asyncio.create_task(record(h.pg.child.proc.pid, plan.profile_seconds, raw))
-    load_until = time.monotonic() + plan.profile_seconds
-    rounds = 0
-    while time.monotonic() < load_until and rounds < 20:
-        await h.measure(door, scenarios.SHORT_SHAPE, 20, 200, 30)
-        rounds += 1
-    done = await spy
-    if done is None:
-        return {"skipped": "py-spy not installed (pip install py-spy)"}
-    if done.returncode != 0 or not raw.exists():
-        return {"error": done.stderr.decode(errors="replace")[-500:]}
+    failed = await sampled(h, plan.profile_seconds, raw, door, scenarios.SHORT_SHAPE, 20, 200)
+    if failed:
+        return {"error": failed}
     return {"load": f"{door}, short turns (2 events) 20 at a time",
             "seconds": plan.profile_seconds, "steps": steps(raw), **top(raw)}
 
