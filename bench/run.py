@@ -55,7 +55,7 @@ async def sampled(h: Harness, seconds: int, raw: Path, door: str, text: str, str
     done = await spy
     if done is None:
         return "py-spy not installed (pip install py-spy)"
-    if done.returncode != 0 or not raw.exists():
+    if done.returncode != 0 or not await asyncio.to_thread(raw.exists):
         return done.stderr.decode(errors="replace")[-500:]
     return None
 
