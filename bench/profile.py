@@ -102,9 +102,16 @@ def steps(raw: Path) -> list[tuple[str, float]]:
     return [(name, 100.0 * n / total) for name, n in counts.most_common()] if total else []
 
 
+# Start-up frames under every stack (the CLI that runs the loop): never a step of a turn.
+STARTUP = ("runpy", "chatms/__main__.py", "entrypoints/cli.py", "uvloop/__init__.py",
+           "asyncio/runners.py")
+
+
 def _step(frames: list[str]) -> str:
     for frame in reversed(frames):
         where = frame.partition(" (")[2]
+        if any(mark in where for mark in STARTUP):
+            return LOOP  # reached the loop itself: the leaf was the loop's own work
         for name, marks in STEPS:
             if any(mark in where for mark in marks):
                 return name
