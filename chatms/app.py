@@ -9,19 +9,17 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from grpclib.server import Server
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 from starlette.applications import Starlette
 
 from chatms.config import Settings
 from chatms.domain.errors import StartupError
+from chatms.entrypoints.grpc_edge import HardenedServer
+from chatms.entrypoints.http_edge import HttpListener, hypercorn_config
+from chatms.entrypoints.listener import bind, connection_cap, raise_file_limit
 from chatms.observability.metrics import Metrics
 from chatms.service.chats import ChatService
 from chatms.service.inbound_worker import InboundWorker
@@ -30,6 +28,9 @@ if TYPE_CHECKING:  # the builder imports this module
     from chatms.builder import Storage
 
 log = logging.getLogger("chatms")
+
+# Twilio's client pool (chatms.adapters.twilio): descriptors a connection cap leaves free.
+TWILIO_CONNECTIONS = 20
 
 
 @contextlib.contextmanager
@@ -58,12 +59,12 @@ class App:
     metrics: Metrics
     storage: Storage
     chats: ChatService
-    grpc_server: Server
+    grpc_server: HardenedServer
     web: Starlette
+    ops: Starlette | None  # /metrics and /readyz on their own listener (OPS_PORT), if set
     inbound_worker: InboundWorker | None  # None: no text channel is configured
     closing: contextlib.AsyncExitStack  # the clients, pool and database, in build order
-    _web_stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _web_task: asyncio.Task[Any] | None = None
+    _listeners: list[HttpListener] = field(default_factory=list)
     _grpc_listening: bool = False
     _sweeper: asyncio.Task[None] | None = None  # marks the answers of dead processes
 
@@ -80,25 +81,33 @@ class App:
                  s.model.model)
 
     async def _listen(self) -> None:
-        server = self.settings.server
+        s = self.settings
+        server = s.server
+        # Each listener holds at most its cap of client connections, all of them within
+        # the file limit, leaving room for the database's and the upstreams' connections.
+        listeners = 3 if self.ops is not None else 2
+        reserve = s.database.pool_size + s.upstream.max_connections + TWILIO_CONNECTIONS
+        cap = connection_cap(s.edge.max_connections, listeners, reserve, raise_file_limit())
         with listen_errors("GRPC", server.grpc_host, server.grpc_port):
-            await self.grpc_server.start(server.grpc_host, server.grpc_port)
+            grpc_socket = bind(server.grpc_host, server.grpc_port)
+        await self.grpc_server.start_on(grpc_socket, cap)
         self._grpc_listening = True
-        web = HypercornConfig()
-        # Listen before start() returns, so callers can connect at once; Hypercorn takes
-        # over a duplicate of the socket and closes it when it stops.
-        address = (server.web_host, server.web_port)
-        with listen_errors("WEB", *address), \
-                socket.create_server(address, backlog=1024) as listener:
-            web.bind = [f"fd://{os.dup(listener.fileno())}"]
-        web.graceful_timeout = 1.0
-        # Hypercorn's messages through our handlers and format, not a handler of its own.
-        web.errorlog = logging.getLogger("hypercorn.error")
-        # Hypercorn's ASGIFramework type is narrower than what Starlette declares.
-        asgi: Any = self.web
-        self._web_task = asyncio.create_task(
-            serve(asgi, web, shutdown_trigger=self._web_stop.wait)
-        )
+        # Bound here, so callers can connect as soon as start() returns.
+        config = hypercorn_config(s.edge)
+        with listen_errors("WEB", server.web_host, server.web_port):
+            web_socket = bind(server.web_host, server.web_port)
+        self._listeners.append(HttpListener(self.web, config, web_socket, cap))
+        if self.ops is not None:
+            try:
+                ops_socket = bind(server.ops_host, server.ops_port)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on OPS_HOST={server.ops_host} OPS_PORT={server.ops_port}"
+                    f" ({exc.strerror or exc}): change OPS_HOST or OPS_PORT"
+                ) from None
+            self._listeners.append(HttpListener(self.ops, config, ops_socket, cap))
+        for listener in self._listeners:
+            listener.start()
         if self.inbound_worker is not None:
             self.inbound_worker.start()
         self._sweeper = asyncio.create_task(self.chats.sweep_interrupted())
@@ -120,9 +129,8 @@ class App:
         if self._grpc_listening:
             self.grpc_server.close()
             await self.grpc_server.wait_closed()
-        self._web_stop.set()
-        if self._web_task is not None:
-            await self._web_task
+        for listener in self._listeners:
+            await listener.stop()
         await self.chats.drain(grace=self.settings.server.store_grace_seconds)
         if self._sweeper is not None:
             self._sweeper.cancel()

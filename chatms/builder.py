@@ -20,7 +20,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from grpclib.server import Server
 
 from chatms.adapters.context_store import PostgresContextStore
 from chatms.adapters.embedded_postgres import EmbeddedPostgres
@@ -43,8 +42,9 @@ from chatms.app import App
 from chatms.config import DatabaseSettings, Settings
 from chatms.domain.errors import StartupError
 from chatms.entrypoints.auth import TokenCheck
-from chatms.entrypoints.grpc import ChatGrpcService, require_token, tag_requests
+from chatms.entrypoints.grpc import ChatGrpcService, tag_requests
 from chatms.entrypoints.grpc_codec import GuardedProtoCodec
+from chatms.entrypoints.grpc_edge import HardenedServer
 from chatms.entrypoints.health import NotReady, Ping, Readiness, grpc_health
 from chatms.entrypoints.http import build_http_app, ops_routes
 from chatms.entrypoints.http_chat import chat_routes
@@ -240,22 +240,27 @@ async def build_app(settings: Settings, storage: StorageFactory = postgres_stora
                            metrics.observe_undelivered)
         server = settings.server
         services = [ChatGrpcService(chats)]
-        grpc_server = Server(
+        body_timeout = settings.edge.body_timeout
+        grpc_server = HardenedServer(  # checks the token itself, before any per-call state
             with_reflection([*services, grpc_health(ready, services)]),
-            codec=GuardedProtoCodec(server.grpc_max_message_bytes),
+            codec=GuardedProtoCodec(server.grpc_max_message_bytes), guard_limits=settings.edge,
+            tokens=token, max_message_bytes=server.grpc_max_message_bytes,
         )
-        require_token(grpc_server, token)
         tag_requests(grpc_server)
         carry_on = settings.turns.disconnected_turns == "continue"
-        routes = [*ops_routes(ready, metrics),
-                  *chat_routes(chats, token, server.max_body_bytes, carry_on)]
+        metrics_token = TokenCheck(server.metrics_token) if server.metrics_token else None
+        ops = ops_routes(ready, metrics, metrics_token)
+        routes = [] if server.ops_port else [*ops]
+        routes += chat_routes(chats, token, server.max_body_bytes, body_timeout, carry_on)
         routes += whatsapp_routes(TwilioWebhook(
-            inbound[0] if inbound else None, settings.whatsapp, server.max_body_bytes
+            inbound[0] if inbound else None, settings.whatsapp, server.max_body_bytes,
+            body_timeout,
         ))
         if settings.web.ui_enabled:
             routes += web_routes()
         web = json_errors(build_http_app(routes, settings.web.cors_allow_origins))
-        return App(settings, metrics, store, chats, grpc_server, web,
+        ops_app = json_errors(build_http_app(ops)) if server.ops_port else None
+        return App(settings, metrics, store, chats, grpc_server, web, ops_app,
                    inbound[1] if inbound else None, closing.pop_all())
     raise AssertionError("unreachable: the block returns or raises")
 

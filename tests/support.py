@@ -175,10 +175,12 @@ def serve_until_exit(env: dict[str, str], cwd: Path = WORK_DIR,
 class ServeProcess:
     """A real `chatms serve` process."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path = WORK_DIR) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path = WORK_DIR,
+                 file_limit: tuple[int, int] | None = None) -> None:
         self.env = env
         self.log_path = log_path
         self.cwd = cwd
+        self.file_limit = file_limit  # RLIMIT_NOFILE (soft, hard) to start the process with
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -194,9 +196,17 @@ class ServeProcess:
         full.update(self.env)
         full["PYTHONPATH"] = str(ROOT)
         log = self.log_path.open("ab")
+        limit = self.file_limit
+
+        def set_file_limit() -> None:
+            if limit is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatms", "serve"], cwd=self.cwd, env=full, stdout=log,
-            stderr=log,
+            stderr=log, preexec_fn=set_file_limit if limit is not None else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -71,6 +71,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, chat_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), str(uuid.UUID(chat_id))
-    except ValueError:
+        updated_at = datetime.fromisoformat(stamp)
+        if updated_at.tzinfo is None:
+            raise ValueError("a cursor's time has an offset")
+        # In UTC, as asyncpg sends it: year 1 at +01:00 is out of range only then.
+        return updated_at.astimezone(UTC), str(uuid.UUID(chat_id))
+    except (ValueError, OverflowError):
         raise InvalidInput("cursor is not valid") from None

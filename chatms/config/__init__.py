@@ -17,6 +17,7 @@ from chatms.config.reading import ConfigError, Env, read_section, variables
 from chatms.config.sections import (
     ContextSettings,
     DatabaseSettings,
+    EdgeSettings,
     InboundSettings,
     LogSettings,
     ModelSettings,
@@ -35,6 +36,7 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
     web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
     inbound: InboundSettings = field(default_factory=InboundSettings)
@@ -93,6 +95,7 @@ __all__ = [
     "ConfigError",
     "ContextSettings",
     "DatabaseSettings",
+    "EdgeSettings",
     "InboundSettings",
     "LogSettings",
     "ModelSettings",

@@ -229,6 +229,24 @@ class ServerSettings:
     shutdown_grace_seconds: float = number("SHUTDOWN_GRACE_SECONDS", 20.0, 0, 3600)
     # After the grace period, how long finished turns may still take to be stored.
     store_grace_seconds: float = 10.0
+    # 0: /metrics and /readyz are served on the HTTP port.
+    ops_port: int = integer("OPS_PORT", 0, 0, 65535)
+    ops_host: str = text("OPS_HOST", "127.0.0.1")
+    metrics_token: str | None = optional("METRICS_TOKEN", secret=True)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """What one client connection may hold, and for how long, on every listener."""
+
+    max_connections: int = integer("MAX_CONNECTIONS", 2000, 16, 1_000_000)
+    body_timeout: float = number("BODY_TIMEOUT", 10.0, 0.1, 3600)
+    http_idle_timeout: float = number("HTTP_IDLE_TIMEOUT", 5.0, 0.1, 3600)
+    grpc_handshake_timeout: float = number("GRPC_HANDSHAKE_TIMEOUT", 10.0, 0.1, 3600)
+    grpc_idle_timeout: float = number("GRPC_IDLE_TIMEOUT", 300.0, 0.1, 86_400)
+    grpc_max_concurrent_streams: int = integer("GRPC_MAX_CONCURRENT_STREAMS", 100, 1, 100_000)
+    # Resets (and refused calls) a connection may make at once; refilled at a tenth per second.
+    grpc_max_resets: int = integer("GRPC_MAX_RESETS", 200, 1, 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)

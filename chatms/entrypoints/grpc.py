@@ -13,7 +13,6 @@ from grpclib.server import Server
 
 from chatms.domain import errors
 from chatms.domain.model import Completion
-from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc_codec import ChatResponseEncoder
 from chatms.observability.logs import request_id_from
 from chatms.protogen import pb
@@ -213,22 +212,6 @@ def _stored(m: StoredMessage) -> pb.StoredMessage:
 
 def _rfc3339(stamp: datetime) -> str:
     return stamp.isoformat()
-
-
-OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-
-
-def require_token(server: Server, check: TokenCheck) -> None:
-    """Refuse every call whose `authorization` metadata is not the service token."""
-
-    async def on_request(event: RecvRequest) -> None:
-        if event.method_name.startswith(OPEN_METHODS):
-            return  # probes carry no token; reflection tells only what protos/ says
-        presented = event.metadata.get("authorization")
-        if not check.accepts(presented if isinstance(presented, str) else None):
-            raise GRPCError(Status.UNAUTHENTICATED, "missing or invalid authorization token")
-
-    listen(server, RecvRequest, on_request)
 
 
 def tag_requests(server: Server) -> None:

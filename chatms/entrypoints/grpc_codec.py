@@ -14,6 +14,8 @@ from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 
+from chatms.entrypoints.grpc_wire import WireError, check_wire
+
 
 class GuardedProtoCodec(ProtoCodec):
     def __init__(self, max_message_bytes: int) -> None:
@@ -31,8 +33,14 @@ class GuardedProtoCodec(ProtoCodec):
                 f"request is {len(data)} bytes; the limit is {self.max_message_bytes}",
             )
         try:
+            if hasattr(message_type, "_betterproto"):  # ours; health and reflection are not
+                check_wire(data, message_type)
             return message_type.FromString(data)
-        except (ValueError, TypeError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
+        except WireError as exc:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, f"request is not a valid {message_type.__name__}: {exc}"
+            ) from None
+        except Exception as exc:  # UnicodeDecodeError, protobuf's DecodeError, ...
             raise GRPCError(
                 Status.INVALID_ARGUMENT,
                 f"request is not a valid {message_type.__name__}: {type(exc).__name__}",

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.health import Readiness
 from chatms.observability.logs import request_id_from
 from chatms.observability.metrics import CONTENT_TYPE, Metrics
@@ -39,8 +40,13 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def ops_routes(readiness: Readiness, metrics: Metrics) -> list[BaseRoute]:
-    """`/readyz` (every dependency answers) and `/metrics` (Prometheus text)."""
+def ops_routes(
+    readiness: Readiness, metrics: Metrics, metrics_token: TokenCheck | None = None
+) -> list[BaseRoute]:
+    """`/readyz` (every dependency answers) and `/metrics` (Prometheus text).
+
+    With a metrics token, `/metrics` answers 401 to a scrape that does not present it.
+    """
 
     async def readyz(request: Request) -> JSONResponse:
         ready, checks = await readiness.check()
@@ -49,6 +55,13 @@ def ops_routes(readiness: Readiness, metrics: Metrics) -> list[BaseRoute]:
                             headers={"cache-control": "no-store"})
 
     async def metrics_text(request: Request) -> Response:
+        if metrics_token is not None and not metrics_token.accepts(
+            request.headers.get("authorization")
+        ):
+            return JSONResponse(
+                {"error": {"code": "unauthenticated", "message": "metrics token required"}},
+                status_code=401, headers={"www-authenticate": "Bearer"},
+            )
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return [Route("/readyz", readyz), Route("/metrics", metrics_text)]

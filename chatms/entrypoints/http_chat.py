@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatms.domain import errors
 from chatms.entrypoints.auth import TokenCheck
+from chatms.entrypoints.http_edge import BodyTimeout, BodyTooLarge, read_body
 from chatms.entrypoints.http_errors import (
     chat_error_response,
     error_body,
@@ -189,6 +190,10 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         except errors.ChatError as exc:
             return chat_error_response(exc)
+        except BodyTimeout as exc:  # the client is too slow to be worth keeping
+            response = error_response(408, "request_timeout", str(exc))
+            response.headers["connection"] = "close"
+            return response
 
     return guarded
 
@@ -224,11 +229,12 @@ def _stored(m: StoredMessage) -> dict[str, Any]:
 class HttpChat:
     def __init__(
         self, chats: ChatService, tokens: TokenCheck, max_body_bytes: int,
-        carry_on: bool = True,
+        body_timeout: float, carry_on: bool = True,
     ) -> None:
         self.chats = chats
         self.tokens = tokens
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.carry_on = carry_on  # DISCONNECTED_TURNS=continue
 
     def routes(self) -> list[BaseRoute]:
@@ -252,15 +258,16 @@ class HttpChat:
                 raise errors.InvalidInput("Content-Length is not a number")
             if int(declared) > limit:
                 raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
+        try:
+            body = await read_body(request, limit, self.body_timeout)
+        except BodyTooLarge as exc:
+            raise errors.PayloadTooLarge(str(exc)) from None
         try:
             data = json.loads(body)
         except ValueError:
             raise errors.InvalidInput("request body is not valid JSON") from None
+        except RecursionError:  # json's parser recurses once per nesting level
+            raise errors.InvalidInput("request body is nested too deeply") from None
         if not isinstance(data, dict):
             raise errors.InvalidInput("request body must be a JSON object")
         return data
@@ -336,10 +343,11 @@ def _unauthorized() -> JSONResponse:
 
 
 def chat_routes(
-    chats: ChatService, tokens: TokenCheck, max_body_bytes: int, carry_on: bool = True
+    chats: ChatService, tokens: TokenCheck, max_body_bytes: int, body_timeout: float,
+    carry_on: bool = True,
 ) -> list[BaseRoute]:
     """The chat, history, resume and stop routes, for the HTTP app's `routes` list."""
-    return HttpChat(chats, tokens, max_body_bytes, carry_on).routes()
+    return HttpChat(chats, tokens, max_body_bytes, body_timeout, carry_on).routes()
 
 
 def _stream_routes(chat: HttpChat) -> list[BaseRoute]:

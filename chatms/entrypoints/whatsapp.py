@@ -17,6 +17,7 @@ from twilio.request_validator import RequestValidator
 
 from chatms.config import WhatsAppSettings
 from chatms.domain.errors import Unavailable
+from chatms.entrypoints.http_edge import BodyTimeout, BodyTooLarge, read_body
 from chatms.service.inbound import InboundService
 from chatms.service.ports import InboundMessage
 
@@ -49,13 +50,18 @@ def _text(status: int, message: str) -> PlainTextResponse:
 
 class TwilioWebhook:
     def __init__(
-        self, service: InboundService | None, settings: WhatsAppSettings, max_body_bytes: int
+        self,
+        service: InboundService | None,
+        settings: WhatsAppSettings,
+        max_body_bytes: int,
+        body_timeout: float,
     ) -> None:
         self.service = service
         self.account_sid = settings.account_sid
         self.validator = RequestValidator(settings.auth_token) if settings.auth_token else None
         self.public_base_url = settings.public_base_url
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     def called_url(self, request: Request) -> str:
         """The URL Twilio signed: the public one behind a proxy or tunnel, else our own."""
@@ -64,20 +70,15 @@ class TwilioWebhook:
         query = request.url.query
         return self.public_base_url + request.url.path + (f"?{query}" if query else "")
 
-    async def _body(self, request: Request) -> bytes | None:
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body_bytes:
-                return None
-        return body
-
     async def handle(self, request: Request) -> Response:
         if self.service is None or self.validator is None or self.account_sid is None:
             return PlainTextResponse(NOT_CONFIGURED, status_code=503)
-        body = await self._body(request)
-        if body is None:
+        try:  # the signature covers the body: it must be read first, within limits
+            body = await read_body(request, self.max_body_bytes, self.body_timeout)
+        except BodyTooLarge:
             return _text(413, "request body too large")
+        except BodyTimeout as exc:
+            return PlainTextResponse(f"{exc}\n", status_code=408, headers={"connection": "close"})
         try:
             form = _Form(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         except (UnicodeDecodeError, ValueError):

@@ -86,3 +86,37 @@ def test_history_routes_never_fail_with_500(
                       http.post(f"/chats/{chat_id}/end", content=body)):
             answered_cleanly(reply)
             assert reply.status_code in (200, 400, 404, 405, 413), reply.text
+
+
+DEEP_JSON = st.integers(1, 20_000).flatmap(lambda depth: st.sampled_from([
+    "[" * depth + "]" * depth,
+    '{"a":' * depth + "1" + "}" * depth,
+    '{"user_id": "u", "user_message": ' + "[" * depth + "]" * depth + "}",
+])).map(str.encode)
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4),
+    max_leaves=40,
+).map(lambda value: json.dumps(value).encode())
+ROUTES = [("POST", "/chat"), ("GET", "/chats"), ("GET", "/chats/{id}"),
+          ("POST", "/chats/{id}/end"), ("POST", "/webhooks/twilio/whatsapp"),
+          ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
+
+
+@SETTINGS
+@given(body=ANY_JSON | DEEP_JSON, chat_id=st.uuids().map(str) | st.just("nope"))
+def test_any_json_to_every_route_never_fails_with_500(
+    proc: ServeProcess, body: bytes, chat_id: str
+) -> None:
+    """Arbitrary JSON, nested as deep as the body limit allows, to every route and method."""
+    headers = {"authorization": SERVICE_TOKEN, "content-type": "application/json"}
+    # A connection per request: Hypercorn closes one whose request body went unread (a
+    # 405, a GET with a body) without saying so, and a reused one would race that close.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=proc.http_url, headers=headers, timeout=20, limits=fresh) as http:
+        for method, path in ROUTES:
+            for verb in {method, "POST"}:
+                reply = http.request(verb, path.format(id=chat_id), content=body)
+                answered_cleanly(reply)
+    assert "Traceback" not in proc.log()

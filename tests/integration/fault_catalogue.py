@@ -19,6 +19,14 @@ import httpx
 
 from chatms.service.inbound import UPSTREAM_REPLY
 from chatms.service.inbound_media import FETCH_FAILED_REPLY, TRANSCRIBE_FAILED_REPLY
+from tests.attackers import (
+    ENHANCE_YOUR_CALM,
+    closed_by_server,
+    grpc_call,
+    grpc_frame,
+    rapid_reset,
+    slow_post,
+)
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.fakes.twilio import FakeTwilio, inbound_form, new_sender, sign
 from tests.integration.grpc_client import StreamResult, chat_stream
@@ -407,6 +415,54 @@ async def _last_two(env: Env, chat_id: str) -> tuple[str, tuple[str, str]]:
     return question["content"], (answer["content"], answer["completion"])
 
 
+def _grpc_port(env: Env) -> int:
+    return int(env.target.rsplit(":", 1)[1])
+
+
+async def rapid_reset_flood(env: Env) -> bool:
+    """Two connections of HEADERS + RST_STREAM, no token: GOAWAY; a turn meanwhile is served."""
+    floods = [asyncio.to_thread(rapid_reset, "127.0.0.1", _grpc_port(env), 10_000)
+              for _ in range(2)]
+    results, turn = await asyncio.gather(asyncio.gather(*floods), env.turn())
+    return turn.code == OK and all(r.goaway == ENHANCE_YOUR_CALM for r in results)
+
+
+async def slow_webhook_bodies(env: Env) -> bool:
+    """Webhook bodies that never end are cut at the body deadline; probes answer meanwhile."""
+    host, port = env.http_url.removeprefix("http://").split(":")
+    clients = await asyncio.to_thread(
+        lambda: [slow_post(host, int(port), "/webhooks/twilio/whatsapp") for _ in range(100)])
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            ready = (await http.get(env.http_url + "/readyz")).status_code == 200
+        turn = await env.turn()
+        cut = await asyncio.to_thread(lambda: [closed_by_server(c, 6) for c in clients])
+    finally:
+        for c in clients:
+            c.close()
+    return ready and turn.code == OK and all(cut)
+
+
+async def hostile_grpc_frames(env: Env) -> bool:
+    """A 200 MB length prefix, non-ASCII metadata, a mistyped field: INVALID_ARGUMENT each."""
+    port, chat = _grpc_port(env), "/pb.ChatService/ChatStream"
+    calls = [
+        dict(body=grpc_frame(b"x" * 1024, declared=200_000_000), end=False),
+        dict(body=grpc_frame(b"\x12\x01a\x1a\x01b"), extra=[(b"x-note", "ñ".encode())]),
+        dict(body=grpc_frame(b"\x10\x05\x1a\x01b")),
+    ]
+    statuses = []
+    for kwargs in calls:
+        found, (sock, _) = await asyncio.to_thread(
+            grpc_call, port, chat, token=AUTH_TOKEN, **kwargs)  # type: ignore[arg-type]
+        sock.close()
+        statuses.append(found and found.get(b"grpc-status"))
+    return statuses == [b"3", b"3", b"3"]
+
+
+NETWORK_EDGE = [rapid_reset_flood, slow_webhook_bodies, hostile_grpc_frames]
+
+
 CATALOGUE: list[Callable[[Env], Awaitable[bool]]] = [
     upstream_429_then_ok, upstream_5xx_every_time, cut_before_first_token,
     cut_after_first_token, error_object_in_stream, malformed_sse, no_done_marker,
@@ -415,4 +471,5 @@ CATALOGUE: list[Callable[[Env], Awaitable[bool]]] = [
     webhook_redelivered_at_once, webhook_forged, *HOSTILE_UPSTREAM, voice_note_fetch_fails,
     voice_note_media_stalls, transcription_fails, burst_redelivered_while_typing_fails,
     voice_note_in_a_burst_with_upstream_failure, kill_9_mid_answers,
+    *NETWORK_EDGE,
 ]

@@ -63,7 +63,7 @@ async def test_fault_catalogue(
     db = OwnPostgres()
     app = await build_app(load_settings(base_env(
         db.url, fake_openai.base_url, UPSTREAM_MAX_RETRIES="2", UPSTREAM_IDLE_TIMEOUT="0.5",
-        DATABASE_ACQUIRE_TIMEOUT="1", TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        DATABASE_ACQUIRE_TIMEOUT="1", BODY_TIMEOUT="2", TWILIO_ACCOUNT_SID=ACCOUNT_SID,
         TWILIO_AUTH_TOKEN=TWILIO_TOKEN, TWILIO_API_BASE_URL=fake_twilio.base_url,
         TWILIO_MESSAGING_BASE_URL=fake_twilio.messaging_base_url,
         WHATSAPP_MEDIA_TIMEOUT_SECONDS="1")))

@@ -70,3 +70,20 @@ def test_context_settings() -> None:
     assert load_settings({"CONTEXT_STRATEGY": "Truncate"}).context.strategy == "truncate"
     with pytest.raises(ConfigError, match="CONTEXT_STRATEGY"):
         load_settings({"CONTEXT_STRATEGY": "forget"})
+
+
+def test_network_edge_defaults_and_bad_values() -> None:
+    edge, server = load_settings({}).edge, load_settings({}).server
+    assert (edge.max_connections, edge.body_timeout, edge.grpc_max_resets) == (2000, 10.0, 200)
+    assert edge.grpc_max_concurrent_streams == 100 and edge.grpc_idle_timeout == 300.0
+    assert server.ops_port == 0 and server.metrics_token is None
+    for name, value in (("GRPC_MAX_RESETS", "0"), ("MAX_CONNECTIONS", "8"),
+                        ("BODY_TIMEOUT", "soon"), ("OPS_PORT", "70000")):
+        with pytest.raises(ConfigError, match=name):
+            load_settings({name: value})
+
+
+def test_metrics_token_is_a_secret() -> None:
+    settings = load_settings({"METRICS_TOKEN": "scrape-me"})
+    assert "scrape-me" in settings.secrets
+    assert settings.describe()["METRICS_TOKEN"] == "set"

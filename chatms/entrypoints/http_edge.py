@@ -1,0 +1,89 @@
+"""The HTTP listeners: Hypercorn's connection handling on a BoundedListener.
+
+`hypercorn.asyncio.serve` accepts every connection the kernel offers. This runs
+Hypercorn's own per-connection server (`TCPServer`, pinned with Hypercorn in pyproject;
+tests/integration/test_http_edge.py fails if it changes) on sockets accepted by a
+`BoundedListener`, so each listener holds at most its cap. Hypercorn's timers still
+apply: a connection is closed when it sends no complete request head, or stays idle
+between requests, for `keep_alive_timeout`, and when it is silent mid-body for
+`read_timeout`. A request body as a whole must arrive within the body timeout
+(`read_body`): a client trickling one byte at a time gets 408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import WorkerContext
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.utils import wrap_app
+from starlette.requests import Request
+
+from chatms.config import EdgeSettings
+from chatms.entrypoints.listener import BoundedListener, Release
+
+
+class BodyTooLarge(Exception):
+    """The body passed the byte limit (the rest is never read)."""
+
+
+class BodyTimeout(Exception):
+    """The body did not arrive in full within the body timeout."""
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:  # noqa: ASYNC109
+    """The whole body, refused past `limit` bytes or `timeout` seconds."""
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyTooLarge(f"request body is larger than {limit} bytes")
+    except TimeoutError:
+        raise BodyTimeout(f"request body did not arrive within {timeout:g}s") from None
+    return bytes(body)
+
+
+def hypercorn_config(limits: EdgeSettings, graceful_timeout: float = 1.0) -> HypercornConfig:
+    config = HypercornConfig()
+    config.keep_alive_timeout = limits.http_idle_timeout
+    config.read_timeout = max(1, round(limits.body_timeout))
+    config.graceful_timeout = graceful_timeout
+    # Hypercorn's messages through our handlers and format, not a handler of its own.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+class HttpListener:
+    """One ASGI app served on one bounded listening socket until `stop`."""
+
+    def __init__(self, app: Any, config: HypercornConfig, sock: socket.socket, cap: int) -> None:
+        self.config = config
+        self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")
+        self._context = WorkerContext(None)
+        self.listener = BoundedListener(sock, cap, self._serve)
+
+    def start(self) -> None:
+        self.listener.start()
+
+    async def _serve(self, conn: socket.socket, release: Release) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+            await TCPServer(self._app, asyncio.get_running_loop(), self.config, self._context,
+                            {}, reader, writer)
+        except OSError:
+            conn.close()
+        finally:
+            release()
+
+    async def stop(self) -> None:
+        """Stop accepting, tell idle connections to close, give the rest the grace period."""
+        self.listener.close()
+        await self.listener.wait_closed()
+        await self._context.terminated.set()
+        await self.listener.wait_served(self.config.graceful_timeout)
