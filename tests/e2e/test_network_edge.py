@@ -11,13 +11,18 @@ import resource
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-from tests.attackers import ENHANCE_YOUR_CALM, closed_by_server, rapid_reset, slow_post
+from tests.attackers import (
+    ENHANCE_YOUR_CALM,
+    closed_by_server,
+    rapid_reset,
+    rapid_reset_reconnecting,
+    slow_post,
+)
 from tests.e2e.grpc_sync import chat
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.twilio import ACCOUNT_SID
@@ -42,10 +47,10 @@ def flood(port: int, rounds: int, streams: int, tokens: tuple[str | None, ...],
             for _ in range(rounds) for token in tokens]
 
 
-def flood_until(port: int, stop: Any) -> None:
-    """Rapid-reset connections, one after another, until `stop` is set."""
-    while not stop.is_set():
-        rapid_reset("127.0.0.1", port, 5000)
+def reset_rounds(port: int, rounds: int, streams: int) -> None:
+    """The issue's attack: `streams` resets a round, reconnecting after each GOAWAY."""
+    for _ in range(rounds):
+        rapid_reset_reconnecting("127.0.0.1", port, streams)
 
 
 def test_rapid_reset_gets_goaway_and_memory_stays_flat(serve) -> None:
@@ -84,6 +89,9 @@ def test_finished_calls_are_forgotten_without_the_reset_budget(serve) -> None:
 
 
 def test_other_clients_turns_go_on_during_a_flood(serve) -> None:
+    """2 attackers x 20 000 resets x 4 rounds (as in the issue): turns meanwhile stay within
+    1 s of normal. (Attackers that reconnect without pause for longer are measured by
+    bench.edge_attacks, scenario 5.)"""
     proc = serve()
     port = int(proc.env["GRPC_SERVER_PORT"])
     normal = []
@@ -93,25 +101,22 @@ def test_other_clients_turns_go_on_during_a_flood(serve) -> None:
         normal.append(time.monotonic() - start)
     # Attackers in processes of their own: as threads they would hold the GIL this
     # process's client and fake upstream need, and time the harness instead of chatms.
-    stop = multiprocessing.get_context("spawn").Event()
-    attackers = [multiprocessing.get_context("spawn").Process(
-        target=flood_until, args=(port, stop)) for _ in range(2)]
+    spawn = multiprocessing.get_context("spawn")
+    attackers = [spawn.Process(target=reset_rounds, args=(port, 4, 20_000)) for _ in range(2)]
     for p in attackers:
         p.start()
+    during = []
     try:
-        time.sleep(1)  # the flood is under way
-        during = []
-        for _ in range(5):
+        while any(p.is_alive() for p in attackers):
             start = time.monotonic()
             chat(proc.grpc_target, new_user(), "hello")
             during.append(time.monotonic() - start)
     finally:
-        stop.set()
         for p in attackers:
-            p.join(30)
-    # The bound is the issue's (within 1 s of normal); the median, not the worst, because
-    # this machine is shared and one slow channel setup is noise. Unprotected, every turn
-    # here took 5-16 s. p99 under the full-size flood is measured by bench.edge_attacks.
+            p.join(60)
+    assert during, "no turn overlapped the flood"
+    # Unprotected, turns took 9-16 s here, or failed. The median, not the p99: on this
+    # shared machine one slow turn in fifty is noise; the p99 is bench.edge_attacks' figure.
     assert statistics.median(during) < max(normal) + 1.0, (normal, during)
 
 
