@@ -3,11 +3,12 @@
 `hypercorn.asyncio.serve` accepts every connection the kernel offers. This runs
 Hypercorn's own per-connection server (`TCPServer`, pinned with Hypercorn in pyproject;
 tests/integration/test_http_edge.py fails if it changes) on sockets accepted by a
-`BoundedListener`, so each listener holds at most its cap. Hypercorn's timers still
-apply: a connection is closed when it sends no complete request head, or stays idle
-between requests, for `keep_alive_timeout`, and when it is silent mid-body for
-`read_timeout`. A request body as a whole must arrive within the body timeout
-(`read_body`): a client trickling one byte at a time gets 408.
+`BoundedListener`, so each listener holds at most its cap. Hypercorn's idle timer still
+applies: a connection is closed when it sends no complete request head, or stays idle
+between requests, for `keep_alive_timeout`. A request body as a whole must arrive within
+the body timeout (`read_body`): a silent client, or one trickling a byte at a time, gets
+408. Hypercorn's `read_timeout` is left unset on purpose: it also times the client's
+silence while a response streams, and would cut a long answer.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:  # n
 def hypercorn_config(limits: EdgeSettings, graceful_timeout: float = 1.0) -> HypercornConfig:
     config = HypercornConfig()
     config.keep_alive_timeout = limits.http_idle_timeout
-    config.read_timeout = max(1, round(limits.body_timeout))
     config.graceful_timeout = graceful_timeout
     # Hypercorn's messages through our handlers and format, not a handler of its own.
     config.errorlog = logging.getLogger("hypercorn.error")

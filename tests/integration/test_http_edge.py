@@ -16,6 +16,7 @@ import pytest
 
 from chatms.entrypoints.auth import TokenCheck
 from tests.attackers import closed_by_server
+from tests.fakes.openai import Script
 from tests.integration.http_client import AUTH, client
 from tests.integration.test_history import unary
 from tests.support import AUTH_TOKEN, free_port, new_user
@@ -132,6 +133,18 @@ async def test_trickled_body_gets_408_at_the_body_deadline(start_app) -> None:
     assert closed
 
 
+async def test_a_stream_longer_than_the_body_timeout_is_not_cut(start_app, fake_openai) -> None:
+    """The client is silent while an answer streams: no read timeout may end it."""
+    app = await start_app(BODY_TIMEOUT="1")
+    fake_openai.queue(Script(pieces=["a ", "b ", "c ", "d "], gap=0.8))
+    async with client(app) as http, http.stream(
+        "POST", "/chat", json={"user_id": new_user(), "user_message": "slowly"},
+        headers={**AUTH, "accept": "text/event-stream"},
+    ) as reply:
+        body = "".join([chunk async for chunk in reply.aiter_text()])
+    assert reply.status_code == 200 and "event: done" in body, body
+
+
 def test_hypercorn_still_has_what_http_edge_relies_on() -> None:
     assert version("hypercorn") == "0.18.0"
     from hypercorn.asyncio.tcp_server import TCPServer
@@ -142,4 +155,3 @@ def test_hypercorn_still_has_what_http_edge_relies_on() -> None:
     assert "terminated" in vars(WorkerContext(None))
     # The idle timer runs until a request head is complete, and while between requests.
     assert "keep_alive_timeout" in inspect.getsource(TCPServer._idle_timeout)
-    assert "read_timeout" in inspect.getsource(TCPServer._read_data)
