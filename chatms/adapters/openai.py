@@ -21,7 +21,6 @@ import httpx
 from chatms.adapters.openai_errors import (
     error_code,
     error_for_status,
-    error_message,
     redact,
     retry_after,
 )
@@ -306,8 +305,9 @@ class OpenAIClient:
             if not isinstance(chunk, dict):
                 continue
             if chunk.get("error"):
-                log.warning("upstream error mid-stream: %s", error_message(data))
                 code = error_code(data)
+                # The code only: the upstream's own text may quote the prompt or the key.
+                log.warning("upstream error mid-stream (%s)", code or "no error code")
                 # Raised once the deltas before it (maybe from the same read) went out.
                 ending.failure = UpstreamUnavailable(
                     "upstream reported an error mid-stream" + (f" ({code})" if code else "")

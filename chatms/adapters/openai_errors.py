@@ -24,16 +24,6 @@ from chatms.domain.errors import (
 log = logging.getLogger("chatms.openai")
 
 
-def error_message(body: bytes) -> str:
-    """The upstream's own message, trimmed; never echoes our request or headers."""
-    try:
-        error = json.loads(body)["error"]
-        text = str(error.get("message") or error.get("code") or "")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        text = ""
-    return text[:300]
-
-
 def retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if value is None:
@@ -62,13 +52,11 @@ def error_code(body: bytes) -> str:
 def error_for_status(status: int, body: bytes) -> UpstreamError:
     """The domain error for an upstream status.
 
-    Clients get the status and the upstream's error code only: OpenAI's own text can name
-    the organization or quote part of the key. The text goes to our log instead.
+    Clients and our log get the status and the upstream's error code only: OpenAI's own text
+    can name the organization or quote part of the key, and a proxy's may echo the prompt.
     """
-    detail = error_message(body)
-    if detail:
-        log.warning("upstream answered HTTP %d: %s", status, detail)
     code = error_code(body)
+    log.warning("upstream answered HTTP %d (%s)", status, code or "no error code")
     # A numeric code (some compatible servers send the status again) would only repeat it.
     suffix = f" ({code})" if code and not code.isdigit() else ""
     if status == 429:

@@ -56,6 +56,7 @@ class Script:
     usage_counts: tuple[int, int] | None = None  # (prompt, completion) claimed in usage
     content_encoding: str | None = None  # claimed in the headers; the body stays plain
     empty: bool = False  # a 200 whose event stream holds no event at all
+    error_text: str | None = None  # the error's message, e.g. one that echoes the prompt
 
 
 TRANSCRIBE_MODELS = frozenset({"whisper-1", "gpt-4o-mini-transcribe", "gpt-4o-transcribe"})
@@ -221,7 +222,8 @@ class FakeOpenAI(LoopbackFake):
         if script.status != 200:
             seen.finished, seen.finished_at = True, time.monotonic()  # a whole reply, at once
             headers = {"retry-after": script.retry_after} if script.retry_after else {}
-            return _error(script.status, script.error_code, "Fake failure", headers)
+            text = script.error_text or "Fake failure"
+            return _error(script.status, script.error_code, text, headers)
         pieces = script.pieces
         if pieces is None:
             last = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
@@ -273,7 +275,8 @@ class FakeOpenAI(LoopbackFake):
                 if s.cut_after is not None and i == s.cut_after:
                     raise drop()
                 if s.error_after is not None and i == s.error_after:
-                    err = {"error": {"message": "The server had an error", "type": "server_error",
+                    text = s.error_text or "The server had an error"
+                    err = {"error": {"message": text, "type": "server_error",
                                      "param": None, "code": None}}
                     await write_chunk(writer, b"data: " + json.dumps(err).encode() + b"\n\n")
                     await write_chunk(writer, b"")
