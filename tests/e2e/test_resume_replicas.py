@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import httpx
+import pytest
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.support import AUTH_TOKEN, ServeProcess, fetch, grpcio_stubs, new_user
@@ -84,11 +85,17 @@ def stored(database_url: str, chat_id: str) -> list[tuple[str, str, str]]:
 
 
 def wait_final(database_url: str, chat_id: str, seconds: float = 20) -> list[tuple[str, str, str]]:
+    """The chat's rows once its last answer is final; fails the test when that does not come.
+
+    A new chat's rows are written beside its first delta, so none may be there yet.
+    """
     deadline = time.monotonic() + seconds
     while True:
         rows = stored(database_url, chat_id)
-        if rows[-1][2] != "streaming" or time.monotonic() > deadline:
+        if rows and rows[-1][2] != "streaming":
             return rows
+        if time.monotonic() > deadline:
+            pytest.fail(f"chat {chat_id} has no final answer after {seconds}s: {rows}")
         time.sleep(0.1)
 
 
