@@ -23,7 +23,7 @@ from chatms.adapters.pgpool import create_pool
 from chatms.adapters.postgres import PostgresChatRepository
 from chatms.domain.budget import TokenBudget
 from chatms.domain.model import Completion, Usage
-from chatms.service.ports import Lease
+from chatms.service.ports import Lease, Progress
 
 CONFIG = {"model": "gpt-4o-mini", "temperature": 1.0, "top_p": 1.0, "max_tokens": 1024,
           "stop": [], "presence_penalty": 0.0, "frequency_penalty": 0.0}
@@ -85,8 +85,8 @@ async def one_turn(
     answer = "this." * 20
     step = len(answer) // FLUSHES
     for n in range(FLUSHES):
-        await repo.flush(chat_id, lease, pending.user.seq + 1, n * step,
-                         answer[n * step:(n + 1) * step], 10)
+        await repo.flush([Progress(chat_id, lease, pending.user.seq + 1, n * step,
+                                   answer[n * step:(n + 1) * step], 10)])
     beside = len(counted.statements) - path
     counted.beside.append(beside)
     t2 = time.perf_counter()

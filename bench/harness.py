@@ -44,6 +44,8 @@ class Harness:
     peer_url: str | None = None  # `--peer`: an OpenAI-compatible gateway (the "peer" door)
     peer_ps: psutil.Process | None = None
     peer_key: str | None = None
+    # Resumability's writes off (`-noflush` doors): no flush of a running answer (issue 14)
+    noflush: Chatms | None = None
     sse_available: bool = False
     _stubs: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -78,6 +80,8 @@ class Harness:
             sut = self.old
         if name.endswith("-ctx") and self.ctx is not None:
             sut = self.ctx
+        if name.endswith("-noflush") and self.noflush is not None:
+            sut = self.noflush
         if name.startswith("sse"):
             url = sut.web_url + "/chat"
             return (lambda i: clients.sse(self.http, url, AUTH_TOKEN, user, text)), sut.child.ps

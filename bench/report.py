@@ -130,6 +130,35 @@ def _cpu_rows(r: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _resume_rows(r: dict[str, Any]) -> list[Row]:
+    """Issue 14: resumability's writes on (STREAM_FLUSH_MS default) / off (no flush)."""
+    out: list[Row] = []
+    for door in ("grpc", "sse"):
+        row = _find(r.get("resumable", []), door)
+        if "cpu_us_per_event_on" in row:
+            on, off = row["cpu_us_per_event_on"], row["cpu_us_per_event_off"]
+            pairs = row["pair_ratios"]
+            out.append((f"14. CPU per relayed event, resumable on / off, {door}, 50 streams",
+                        f"{on / off:.3f}x ({on:.1f} µs; {len(pairs)} pairs "
+                        f"{min(pairs):.2f}-{max(pairs):.2f})",
+                        f"STREAM_FLUSH_MS=60000 {off:.1f} µs", "≤ 1.05x",
+                        _verdict(on / off <= 1.05 and not row["errors"])))
+            ton, toff = row["ttft50_p50_ms_on"], row["ttft50_p50_ms_off"]
+            out.append((f"14. TTFT p50, resumable on / off, {door}, 50 streams",
+                        f"{ton / toff:.3f}x ({ton:.1f} ms, {ton - toff:+.2f} ms; median of "
+                        f"{len(pairs)} alternating loads)", f"STREAM_FLUSH_MS=60000 {toff:.1f} ms",
+                        "≤ 1.05x", _verdict(ton / toff <= 1.05)))
+        on, off = _find(r["ttft"], door, 1), _find(r["ttft"], door + "-noflush", 1)
+        if "ttft_p50_ms" in on and "ttft_p50_ms" in off:
+            ratio = on["ttft_p50_ms"] / off["ttft_p50_ms"]
+            out.append((f"14. TTFT p50, resumable on / off, {door}, 1 stream",
+                        f"{ratio:.3f}x ({on['ttft_p50_ms']:.1f} ms, "
+                        f"{on['ttft_p50_ms'] - off['ttft_p50_ms']:+.2f} ms)",
+                        f"STREAM_FLUSH_MS=60000 {off['ttft_p50_ms']:.1f} ms", "≤ 1.05x",
+                        _verdict(ratio <= 1.05 and not on["errors"])))
+    return out
+
+
 def _short_rows(r: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     for door in ("grpc", "json"):
@@ -276,7 +305,8 @@ def _wa_rows(r: dict[str, Any]) -> list[Row]:
 
 
 def table(r: dict[str, Any]) -> str:
-    rows = [*_ttft_rows(r), *_turn_rows(r), *_cpu_rows(r), *_short_rows(r), *_ramp_rows(r),
+    rows = [*_ttft_rows(r), *_turn_rows(r), *_cpu_rows(r), *_resume_rows(r), *_short_rows(r),
+            *_ramp_rows(r),
             *_db_rows(r), *_peer_rows(r),
             *_mem_rows(r), *_wa_rows(r)]
     lines = ["| figure | chatms (vs baseline) | same-run baseline | goal | result |",
@@ -285,7 +315,7 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SCENARIOS = ("ttft", "turn_time", "cpu", "short", "ramp")
+SCENARIOS = ("ttft", "turn_time", "cpu", "resumable", "short", "ramp")
 
 
 def contention(r: dict[str, Any]) -> tuple[float, str]:

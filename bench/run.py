@@ -31,6 +31,7 @@ from bench.report import write
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TWILIO_TOKEN = "bench-twilio-auth-token"
+NO_FLUSH_MS = 60_000  # STREAM_FLUSH_MS's largest value
 
 
 def twilio_env(upstream: str) -> dict[str, str]:
@@ -105,7 +106,8 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
                           AUX_CORE, work / "relay-aio.log", announces_port=True)
         children.append(relay_aio)
         relay_aio_port = relay_aio.read_port()
-        log("starting chatms serve (core 0), in-memory, on httpx's transport, titles on")
+        log("starting chatms serve (core 0), and in-memory, on httpx's transport, titles on, "
+            "with STREAM_FLUSH_MS at its largest")
         sut = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms.log",
                            twilio_env(upstream))
         children.append(sut.child)
@@ -119,6 +121,12 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
                            {**twilio_env(upstream), "TITLES_ENABLED": "true",
                             "CONTEXT_STRATEGY": "summarize"})
         children.append(ctx.child)
+        # Issue 14's comparison: the same chatms flushing running answers once a minute
+        # instead of every 300 ms: within the timed loads (a few seconds each) hardly a
+        # progress write or NOTIFY. Its begin write (the question) stays.
+        noflush = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms-noflush.log",
+                               {**twilio_env(upstream), "STREAM_FLUSH_MS": str(NO_FLUSH_MS)})
+        children.append(noflush.child)
         gateway = None
         if peer == "litellm":
             log(f"starting LiteLLM {LITELLM_VERSION} (core 0) as the peer")
@@ -129,13 +137,14 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
             h = Harness(upstream, relay_port, relay.ps, fake.ps, relay_raw_port, relay_raw.ps,
                         sut, mem, http, old, relay_aio_port, relay_aio.ps, ctx,
                         gateway.url if gateway else None, gateway.child.ps if gateway else None,
-                        gateway.key if gateway else None)
+                        gateway.key if gateway else None, noflush)
             await h.probe_sse()
             log(f"SSE door present: {h.sse_available}")
             results: dict[str, Any] = {}
             steps = (("memory", scenarios.memory_per_stream), ("warm", scenarios.warm_up),
                      ("ttft", scenarios.ttft), ("turn_time", scenarios.turn_time),
-                     ("cpu", scenarios.cpu_per_event), ("short", scenarios.short_turns),
+                     ("cpu", scenarios.cpu_per_event), ("resumable", scenarios.resumable),
+                     ("short", scenarios.short_turns),
                      ("ramp", scenarios.ramp))
             for name, step in steps:
                 log(f"scenario {name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,22 +30,24 @@ class Plan:
     profile_seconds: int
     cpu_repeats: int
     short_turns: int
+    resume_pairs: int
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(15, 50, 50, 100, 20, 150, (25, 50, 100), 70, 200, 6, 1, 200)
-        return cls(40, 150, 100, 300, 20, 300, (25, 50, 100, 150, 200), 140, 200, 12, 3, 400)
+            return cls(15, 50, 50, 100, 20, 150, (25, 50, 100), 70, 200, 6, 1, 200, 2)
+        return cls(40, 150, 100, 300, 20, 300, (25, 50, 100, 150, 200), 140, 200, 12, 3, 400, 5)
 
 
 TTFT_SHAPE = shape(0.1, 0.01, 5)
-TTFT_DOORS = ("direct", "grpc", "grpc-mem", "sse", "sse-mem")
+TTFT_DOORS = ("direct", "grpc", "grpc-mem", "sse", "sse-mem", "grpc-noflush", "sse-noflush")
 
 
 async def warm_up(h: Harness) -> None:
     """Connections, caches and code paths warm before anything is timed."""
     for door in ("direct", "grpc", "grpc-mem", "grpc-delta", "sse", "sse-mem", "relay",
-                 "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx", "grpc-ctx", *h.peers):
+                 "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx", "grpc-ctx", "grpc-noflush",
+                 "sse-noflush", *h.peers):
         # 50 at once: the database pool and the gRPC channels reach their working size.
         await h.measure(door, shape(0.0, 0.0, 20), 50, 100, 30)
 
@@ -105,6 +108,47 @@ async def short_turns(h: Harness, plan: Plan) -> list[dict[str, Any]]:
                 row["cpu_ms_per_turn"] = row["cpu_s"] / (row["n"] - row["errors"]) * 1e3
             runs[door].append(row)
     return [_median(runs[door], "cpu_ms_per_turn") for door in doors]
+
+
+async def resumable(h: Harness, plan: Plan) -> list[dict[str, Any]]:
+    """14: CPU per relayed event with resumability's writes on (STREAM_FLUSH_MS=300) and off
+    (the `-noflush` chatms), in pairs run back to back so drift hits both alike; 50 streams,
+    so that each flush carries many answers as it would in production."""
+    text = shape(0.05, 0.014, plan.cpu_events)
+    rows: list[dict[str, Any]] = []
+    for door in ("grpc", "sse"):
+        pairs = []
+        for _ in range(plan.resume_pairs):
+            on = await h.measure(door, text, 50, 50, 60)
+            off = await h.measure(door + "-noflush", text, 50, 50, 60)
+            pairs.append((on, off))
+        measured = [(a, b) for a, b in pairs if a.get("cpu_s") and b.get("cpu_s")]
+        if not measured:
+            rows.append({"door": door, **pairs[0][0]})
+            continue
+        cpu_on, cpu_off = (sum(p[i]["cpu_s"] for p in measured) for i in (0, 1))
+        events_on, events_off = (sum(p[i]["messages"] for p in measured) for i in (0, 1))
+        rows.append({
+            "door": door, "pairs": len(measured),
+            "errors": sum(a["errors"] + b["errors"] for a, b in measured),
+            "cpu_us_per_event_on": cpu_on / events_on * 1e6,
+            "cpu_us_per_event_off": cpu_off / events_off * 1e6,
+            "pair_ratios": [a["cpu_us_per_event"] / b["cpu_us_per_event"] for a, b in measured],
+            **await _ttft_pairs(h, door, plan.resume_pairs),
+        })
+        # Each run too (for the contention table), the default's named `-on`.
+        rows += [{**a, "door": door + "-on"} for a, _ in pairs] + [b for _, b in pairs]
+    return rows
+
+
+async def _ttft_pairs(h: Harness, door: str, pairs: int) -> dict[str, Any]:
+    """TTFT p50 at 50 streams, on and off alternately: medians of the pairs' p50s."""
+    on, off = [], []
+    for _ in range(pairs):
+        on.append((await h.measure(door, TTFT_SHAPE, 50, 100, 30))["ttft_p50_ms"])
+        off.append((await h.measure(door + "-noflush", TTFT_SHAPE, 50, 100, 30))["ttft_p50_ms"])
+    return {"ttft50_p50_ms_on": statistics.median(on), "ttft50_p50_ms_off": statistics.median(off),
+            "ttft50_runs": [on, off]}
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 A turn stores its user message and an empty 'streaming' answer once its budget check has
 passed (`begin`, beside the upstream call), flushes the answer so far into that row at
-bounded intervals (`flush`), and gives it its final completion in its commit. Every flush,
-every commit and every stop sends one NOTIFY on `CHANNEL`, in the same statement, so other
+bounded intervals (`flush`: every running answer of the process in one statement), and
+gives it its final completion in its commit. Every answer flushed, every commit and every
+stop sends one NOTIFY on `CHANNEL`, in the same statement, so other
 replicas can follow the answer without polling. Payloads are plain text, cheap to route:
 
     p <chat_id> <start> [<text>]   the answer grew; text from position start (left out
@@ -14,11 +15,13 @@ replicas can follow the answer without polling. Payloads are plain text, cheap t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from chatms.adapters.pg_rows import config_to_json, media_json
 from chatms.adapters.pgpool import Connections
 from chatms.domain.errors import ChatNotFound
 from chatms.domain.model import Chat, Completion, PendingTurn
-from chatms.service.ports import AnswerState, Lease
+from chatms.service.ports import AnswerState, Lease, Progress
 
 CHANNEL = "chatms_turns"
 # PostgreSQL refuses payloads of 8000 bytes or more; keep well inside.
@@ -62,16 +65,22 @@ FROM chat, (VALUES (0, 'system', $6, $7, 'complete', NULL::jsonb),
            AS t(seq, role, content, tokens, completion, media)
 """
 
-# Idempotent: the text after `start` is replaced, so a flush whose reply was lost can be
-# sent again. Lands only while the turn holds its lease.
+# Every running answer of this process in one statement (one flush tick): the text after
+# `start` is replaced, so a flush whose reply was lost can be sent again. Each lands only
+# while its turn holds its lease; the flushed ones are told by their ordinal.
 _FLUSH = """
-WITH flushed AS (
-    UPDATE messages SET content = left(content, $4) || $5, tokens = $6
-    WHERE chat_id = $1 AND seq = $3 AND completion = 'streaming'
-      AND EXISTS (SELECT 1 FROM chats WHERE id = $1 AND lease_id = $2)
-    RETURNING chat_id
+WITH progress AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::integer[], $5::text[],
+                         $6::integer[], $7::text[])
+        WITH ORDINALITY AS p(chat_id, lease_id, seq, start, text, tokens, payload, i)
+), flushed AS (
+    UPDATE messages m SET content = left(m.content, p.start) || p.text, tokens = p.tokens
+    FROM progress p
+    WHERE m.chat_id = p.chat_id AND m.seq = p.seq AND m.completion = 'streaming'
+      AND EXISTS (SELECT 1 FROM chats c WHERE c.id = p.chat_id AND c.lease_id = p.lease_id)
+    RETURNING p.i, p.payload
 )
-SELECT pg_notify('chatms_turns', $7) FROM flushed
+SELECT i, pg_notify('chatms_turns', payload) FROM flushed
 """
 
 # Answers whose process died: their chat's lease lapsed (`grace` seconds ago or more).
@@ -142,20 +151,24 @@ class AnswerStatements:
 
         return bool(await self._conn.twice(write))  # idempotent: ON CONFLICT DO NOTHING
 
-    async def flush(
-        self, chat_id: str, lease: Lease, seq: int, start: int, text: str, tokens: int
-    ) -> bool:
-        """Replace the streaming answer's text after `start`; False when it did not land."""
+    async def flush(self, progress: Sequence[Progress]) -> set[int]:
+        """Replace each streaming answer's text after its `start`, in one statement; the
+        indexes (in `progress`) of the answers that landed."""
+        if not progress:
+            return set()
+        columns = (
+            [p.chat_id for p in progress], [p.lease.token for p in progress],
+            [p.seq for p in progress], [p.start for p in progress],
+            [p.text for p in progress], [p.tokens for p in progress],
+            [progress_payload(p.chat_id, p.start, p.text) for p in progress],
+        )
 
-        async def write() -> bool:
+        async def write() -> list[int]:
             async with self._conn() as conn:
-                rows = await conn.fetch(
-                    _FLUSH, chat_id, lease.token, seq, start, text, tokens,
-                    progress_payload(chat_id, start, text),
-                )
-            return bool(rows)
+                rows = await conn.fetch(_FLUSH, *columns)
+            return [row["i"] for row in rows]
 
-        return bool(await self._conn.twice(write))
+        return {i - 1 for i in await self._conn.twice(write)}
 
     async def interrupt_lapsed(self, chat_id: str | None = None, grace: float = 0.0) -> int:
         """Mark 'interrupted' the answers whose process died; returns how many."""

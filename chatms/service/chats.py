@@ -15,6 +15,7 @@ from chatms.config import ContextSettings, ModelSettings, TurnSettings
 from chatms.domain.errors import ChatError, InvalidInput, Unavailable
 from chatms.domain.limits import UserLimits
 from chatms.domain.media import UserInput
+from chatms.service.answer_writer import AnswerFlusher
 from chatms.service.context import ContextKeeper
 from chatms.service.detached import DetachedTurns
 from chatms.service.lifecycle import Background, TurnGate
@@ -80,8 +81,9 @@ class ChatService:
                 context_store, context_llm, self.rules.counter_for, self.rules.window_for,
                 context, context_observers,
             )
+        flusher = AnswerFlusher(repo, self.background, limits.stream_flush_ms / 1000)
         self.kit = TurnKit(repo, llm, self.rules, limits, self.gate, self.background, self.live,
-                           observers, self.context, usage)
+                           flusher, observers, self.context, usage)
         # A resumer on another replica reads the database again this often without a signal.
         self.streams = AnswerStreams(repo, self.live, signals,
                                      poll_seconds=max(limits.lease_seconds / 5, 0.2))

@@ -28,7 +28,7 @@ from chatms.domain.limits import UserLimits
 from chatms.domain.media import UserInput
 from chatms.domain.model import Chat, Completion, PendingTurn, Usage
 from chatms.service.answer import AnswerStream
-from chatms.service.answer_writer import AnswerWriter
+from chatms.service.answer_writer import AnswerFlusher, AnswerWriter
 from chatms.service.context import ContextKeeper
 from chatms.service.lease import LeaseKeeper
 from chatms.service.lifecycle import Background, TurnGate
@@ -53,6 +53,7 @@ class TurnKit:
     gate: TurnGate
     background: Background
     live: LiveAnswers
+    flusher: AnswerFlusher  # writes running answers as they grow
     observers: tuple[TurnObserver, ...] = ()
     context: ContextKeeper | None = None  # summaries and titles, after the answer
     usage: UsageGate | None = None  # per-user limits; None: no database to count in
@@ -133,8 +134,8 @@ class Turn:
             await kit.usage.admit(self.user_id, self.user_limits, self.report.transport)
         chat, pending = await self._open(chat_id)
         self.live = LiveAnswer(chat.id, self.user_id, self._request_stop)
-        writer = AnswerWriter(kit.repo, kit.rules.counter_for(chat.config.model), chat, pending,
-                              self.lease.lease, self.live, kit.limits.stream_flush_ms / 1000)
+        writer = AnswerWriter(kit.repo, kit.flusher, kit.rules.counter_for(chat.config.model),
+                              chat, pending, self.lease.lease, self.live)
         self._store = TurnStore(
             kit.repo, kit.background, chat, pending, self.lease.lease, self.new_chat,
             kit.limits.store_retry_seconds, writer,
@@ -258,9 +259,11 @@ class Turn:
     async def _wind_down(self, completion: Completion, store: bool) -> None:
         answer, turn_store = self._answer, self._store
         assert turn_store is not None
-        if answer is not None:
-            await answer.aclose()
-        await turn_store.writer.close()  # no flush may land after the commit
+        try:
+            if answer is not None:
+                await answer.aclose()
+        finally:
+            await turn_store.writer.close()  # no flush may land after the commit
         content = self.content
         reported = answer.usage if answer is not None else None
         answer_tokens = await self.kit.rules.answer_tokens(

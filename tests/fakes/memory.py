@@ -45,6 +45,7 @@ from chatms.service.ports import (
     InboundStore,
     Lease,
     MessageSender,
+    Progress,
     Received,
     StoredMessage,
     TokenCounter,
@@ -135,18 +136,19 @@ class MemoryChatRepository(Outage):
         stored.title = stored.title or turn.user.content[:200]
         return True
 
-    async def flush(
-        self, chat_id: str, lease: Lease, seq: int, start: int, text: str, tokens: int
-    ) -> bool:
+    async def flush(self, progress: Sequence[Progress]) -> set[int]:
         self.calls.append("flush")
         self._check()
-        stored = self.chats.get(chat_id)
-        answer = self._streaming(stored, seq)
-        if stored is None or answer is None or not self._held(stored, lease):
-            return False
-        answer.content = answer.content[:start] + text
-        answer.tokens = tokens
-        return True
+        landed: set[int] = set()
+        for i, item in enumerate(progress):
+            stored = self.chats.get(item.chat_id)
+            answer = self._streaming(stored, item.seq)
+            if stored is None or answer is None or not self._held(stored, item.lease):
+                continue
+            answer.content = answer.content[:item.start] + item.text
+            answer.tokens = item.tokens
+            landed.add(i)
+        return landed
 
     def _streaming(self, stored: StoredChat | None, seq: int) -> Message | None:
         for message in stored.messages if stored is not None else ():

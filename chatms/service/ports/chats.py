@@ -125,6 +125,18 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """A streaming answer's text past position `start`, to be written under its lease."""
+
+    chat_id: str
+    lease: Lease
+    seq: int  # the answer's message
+    start: int
+    text: str
+    tokens: int  # the whole answer so far, estimated
+
+
+@dataclass(frozen=True, slots=True)
 class AnswerState:
     """A chat's latest answer as stored: `rest` is its text past the position asked for."""
 
@@ -178,10 +190,9 @@ class ChatRepository(Protocol):
         when `create`); idempotent. False when the lease is no longer held."""
         ...
 
-    async def flush(
-        self, chat_id: str, lease: Lease, seq: int, start: int, text: str, tokens: int
-    ) -> bool:
-        """Set the streaming answer's text past `start`; False when the lease is gone."""
+    async def flush(self, progress: Sequence[Progress]) -> set[int]:
+        """Set each streaming answer's text past its `start`, all in one write; the indexes
+        (in `progress`) of those that landed (the others' lease is gone, or they are final)."""
         ...
 
     async def latest_answer(
