@@ -46,6 +46,8 @@ class Harness:
     peer_key: str | None = None
     # Resumability's writes off (`-noflush` doors): no flush of a running answer (issue 14)
     noflush: Chatms | None = None
+    # gRPC writes not coalesced (`-nocoalesce` doors): GRPC_COALESCE_WRITES=false
+    nocoalesce: Chatms | None = None
     sse_available: bool = False
     _stubs: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -82,6 +84,8 @@ class Harness:
             sut = self.ctx
         if name.endswith("-noflush") and self.noflush is not None:
             sut = self.noflush
+        if name.endswith("-nocoalesce") and self.nocoalesce is not None:
+            sut = self.nocoalesce
         if name.startswith("sse"):
             url = sut.web_url + "/chat"
             return (lambda i: clients.sse(self.http, url, AUTH_TOKEN, user, text)), sut.child.ps

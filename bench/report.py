@@ -111,6 +111,13 @@ def _cpu_rows(r: dict[str, Any]) -> list[Row]:
                         f"{ratio:.2f}x ({new['cpu_us_per_event']:.0f} µs)",
                         f"httpx's own transport {old['cpu_us_per_event']:.0f} µs{_spread(old)}",
                         "< 1x (to adopt)", _verdict(ratio < 1 and not new["errors"])))
+    new, old = _find(r["cpu"], "grpc"), _find(r["cpu"], "grpc-nocoalesce")
+    if new.get("cpu_us_per_event") and old.get("cpu_us_per_event"):
+        ratio = new["cpu_us_per_event"] / old["cpu_us_per_event"]
+        out.append(("3w. CPU per event, gRPC writes coalesced / one send per message",
+                    f"{ratio:.2f}x ({new['cpu_us_per_event']:.0f} µs)",
+                    f"GRPC_COALESCE_WRITES=false {old['cpu_us_per_event']:.0f} µs{_spread(old)}",
+                    "< 1x (to adopt)", _verdict(ratio < 1 and not new["errors"])))
     aio = _find(r["cpu"], "relay-aio")
     if floor and aio.get("cpu_us_per_event"):
         aus = aio["cpu_us_per_event"]

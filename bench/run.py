@@ -107,7 +107,7 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
         children.append(relay_aio)
         relay_aio_port = relay_aio.read_port()
         log("starting chatms serve (core 0), and in-memory, on httpx's transport, titles on, "
-            "with STREAM_FLUSH_MS at its largest")
+            "with STREAM_FLUSH_MS at its largest, without gRPC write coalescing")
         sut = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms.log",
                            twilio_env(upstream))
         children.append(sut.child)
@@ -127,6 +127,10 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
         noflush = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms-noflush.log",
                                {**twilio_env(upstream), "STREAM_FLUSH_MS": str(NO_FLUSH_MS)})
         children.append(noflush.child)
+        nocoalesce = start_chatms("chatms", ["serve"], upstream, pg.url,
+                                  work / "chatms-nocoalesce.log",
+                                  {**twilio_env(upstream), "GRPC_COALESCE_WRITES": "false"})
+        children.append(nocoalesce.child)
         gateway = None
         if peer == "litellm":
             log(f"starting LiteLLM {LITELLM_VERSION} (core 0) as the peer")
@@ -137,7 +141,7 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
             h = Harness(upstream, relay_port, relay.ps, fake.ps, relay_raw_port, relay_raw.ps,
                         sut, mem, http, old, relay_aio_port, relay_aio.ps, ctx,
                         gateway.url if gateway else None, gateway.child.ps if gateway else None,
-                        gateway.key if gateway else None, noflush)
+                        gateway.key if gateway else None, noflush, nocoalesce)
             await h.probe_sse()
             log(f"SSE door present: {h.sse_available}")
             results: dict[str, Any] = {}

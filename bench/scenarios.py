@@ -47,7 +47,7 @@ async def warm_up(h: Harness) -> None:
     """Connections, caches and code paths warm before anything is timed."""
     for door in ("direct", "grpc", "grpc-mem", "grpc-delta", "sse", "sse-mem", "relay",
                  "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx", "grpc-ctx", "grpc-noflush",
-                 "sse-noflush", *h.peers):
+                 "sse-noflush", "grpc-nocoalesce", *h.peers):
         # 50 at once: the database pool and the gRPC channels reach their working size.
         await h.measure(door, shape(0.0, 0.0, 20), 50, 100, 30)
 
@@ -74,7 +74,7 @@ async def cpu_per_event(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     """3 (and delta vs cumulative): CPU per relayed event with each event on its own."""
     text = shape(0.05, 0.014, plan.cpu_events)
     doors = ("relay", "relay-raw", "relay-aio", "grpc", "grpc-delta", "sse", "grpc-httpx",
-             "sse-httpx", *h.peers)
+             "sse-httpx", "grpc-nocoalesce", *h.peers)
     runs: dict[str, list[dict[str, Any]]] = {door: [] for door in doors}
     for _ in range(plan.cpu_repeats):  # interleaved, so drift in the machine hits all alike
         for door in doors:

@@ -247,6 +247,8 @@ class EdgeSettings:
     grpc_max_concurrent_streams: int = integer("GRPC_MAX_CONCURRENT_STREAMS", 100, 1, 100_000)
     # Resets (and refused calls) a connection may make at once; refilled at a tenth per second.
     grpc_max_resets: int = integer("GRPC_MAX_RESETS", 200, 1, 1_000_000)
+    # The writes of many calls on one connection in one loop iteration leave in one send.
+    grpc_coalesce_writes: bool = flag("GRPC_COALESCE_WRITES", True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from h2.settings import SettingCodes, Settings
 from chatms.config import EdgeSettings
 from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc_stream import GuardedHandler, GuardedStream
+from chatms.entrypoints.grpc_writes import CoalescedWrites
 from chatms.entrypoints.listener import BoundedListener, Release
 
 # Probes carry no token; reflection tells only what protos/ says.
@@ -172,6 +173,8 @@ class GuardedProtocol(H2Protocol):
         if self.config.http2_stream_window_size != initial:
             h2.update_settings({
                 SettingCodes.INITIAL_WINDOW_SIZE: self.config.http2_stream_window_size})
+        if self.guard.limits.grpc_coalesce_writes:
+            transport = CoalescedWrites(transport)
         self.connection = Connection(h2, transport, config=self.config)
         self.connection.flush()
         self.connection.initialize()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import uuid
 
 import grpc
+import pytest
 
 from tests.fakes.openai import FakeOpenAI, Script
 from tests.integration.grpc_client import chat_stream
+from tests.support import AUTH_TOKEN, grpcio_stubs, new_user
 from tests.support import grpc_target as target
-from tests.support import new_user
 
 
 async def test_new_chat_streams_cumulative_content(start_app, fake_openai: FakeOpenAI) -> None:
@@ -136,3 +139,28 @@ async def test_a_backlog_is_merged_into_fewer_messages(start_app, fake_openai) -
     assert result.answer == "".join(words)
     assert len(result.messages) <= 20
     assert all(b.startswith(a) for a, b in zip(result.contents, result.contents[1:], strict=False))
+
+
+@pytest.mark.parametrize("coalesce", ["true", "false"])
+async def test_many_streams_on_one_connection_each_get_their_own_answer(
+    start_app, fake_openai: FakeOpenAI, coalesce: str
+) -> None:
+    """Twenty calls multiplexed on one grpcio channel, their deltas written in the same loop
+    iterations (coalesced into one send by default): each gets exactly its answer, in order."""
+    app = await start_app(GRPC_COALESCE_WRITES=coalesce)
+    pb2, pb2_grpc = grpcio_stubs()
+    for _ in range(20):
+        fake_openai.queue(Script(gap=0.01))
+    words = "alpha beta gamma delta epsilon"
+
+    async def one(stub: object, i: int) -> list[str]:
+        request = pb2.ChatRequest(user_id=new_user(), user_message=f"m{i} {words}")
+        call = stub.ChatStream(request, metadata=(("authorization", AUTH_TOKEN),), timeout=20)
+        return [response.content async for response in call]
+
+    async with grpc.aio.insecure_channel(target(app)) as channel:
+        stub = pb2_grpc.ChatServiceStub(channel)
+        answers = await asyncio.gather(*(one(stub, i) for i in range(20)))
+    for i, contents in enumerate(answers):
+        assert contents[-1] == f"You said: m{i} {words}"
+        assert all(b.startswith(a) for a, b in itertools.pairwise(contents))
