@@ -12,6 +12,7 @@ hit them alike.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 import uuid
@@ -133,3 +134,50 @@ async def database_work(url: str, count: int) -> list[dict[str, Any]]:
         ]
     finally:
         await pool.close()
+
+
+FLUSH_WIDTHS = (1, 20, 50)  # answers running at once, so written by one flush
+EVENTS_PER_FLUSH = 21  # one answer's events in 300 ms at the bench's 14 ms spacing
+
+
+async def flush_cost(url: str, ticks: int) -> list[dict[str, Any]]:
+    """CPU of one flush tick with 1, 20 and 50 answers running: the statement writing them
+    all and the NOTIFYs this process hears back (chatms's own LISTEN connection)."""
+    from chatms.adapters.pg_listen import PostgresListener
+
+    pool = await create_pool(url, min_size=1, max_size=2)
+    listener = PostgresListener(url)
+    await listener.start()
+    repo = PostgresChatRepository(pool)
+    rows = []
+    try:
+        for width in FLUSH_WIDTHS:
+            running = []
+            for _ in range(width):
+                async with pool.acquire() as conn:
+                    chat_id, owner = await seed(conn, 1)
+                lease = Lease(str(uuid.uuid4()), 600)
+                chat = await repo.acquire(chat_id, owner, lease)
+                pending = chat.add_user_message("what next?", 3, BUDGET)
+                await repo.begin(chat, pending, lease, create=False)
+                running.append((chat_id, lease, pending.user.seq + 1))
+            piece = " word" * EVENTS_PER_FLUSH
+
+            async def tick(n: int, running: list[tuple[str, Lease, int]] = running,
+                           piece: str = piece) -> None:
+                await repo.flush([Progress(c, held, seq, n * len(piece), piece, 10)
+                                  for c, held, seq in running])
+
+            for n in range(10):  # warm: statement cache, pool
+                await tick(n)
+            cpu = time.process_time()
+            for n in range(10, 10 + ticks):
+                await tick(n)
+            await asyncio.sleep(0.5)  # the last NOTIFYs heard
+            per_tick = (time.process_time() - cpu) / ticks
+            rows.append({"answers": width, "cpu_us_per_flush": per_tick * 1e6,
+                         "cpu_us_per_event": per_tick * 1e6 / width / EVENTS_PER_FLUSH})
+    finally:
+        await listener.stop()
+        await pool.close()
+    return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import httpx
 import psutil
 
 from bench import clients
+from bench.clients import Sample
 from bench.load import Summary, Turn, run_load
 from bench.procs import AUTH_TOKEN, Chatms, Sampler
 
@@ -24,6 +26,14 @@ def shape(ttft: float, gap: float, n: int, burst: int = 1) -> str:
 def _cpu(ps: psutil.Process) -> float:
     t = ps.cpu_times()
     return float(t.user + t.system)
+
+
+def _spread_out(turn: Turn, seconds: float, concurrency: int) -> Turn:
+    async def later(i: int) -> Sample:
+        await asyncio.sleep(seconds * (i % concurrency) / concurrency)
+        return await turn(i)
+
+    return later
 
 
 @dataclass
@@ -110,12 +120,18 @@ class Harness:
         return ("peer",) if self.peer_url is not None else ()
 
     async def measure(self, name: str, text: str, concurrency: int, total: int,
-                      limit_s: float) -> dict[str, Any]:
-        """Run one load through one door; summary plus CPU and RSS of the charged process."""
+                      limit_s: float, spread: float = 0.0) -> dict[str, Any]:
+        """Run one load through one door; summary plus CPU and RSS of the charged process.
+
+        `spread`: the turns start evenly over this many seconds instead of all at once, so
+        that their events do not arrive in step (how many arrive together sways the CPU
+        each one costs, from one load to the next)."""
         if self.skipped(name):
             return {"door": name, "concurrency": concurrency,
                     "skipped": "POST /chat answers 404 (SSE door not merged)"}
         turn, ps = self.door(name, text)
+        if spread:
+            turn = _spread_out(turn, spread, concurrency)
         charged = ps if ps is not None else self.pg.child.ps
         aux = [psutil.Process(), self.fake_ps]
         aux0 = [_cpu(p) for p in aux]

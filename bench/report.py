@@ -278,6 +278,11 @@ def _db_rows(r: dict[str, Any]) -> list[Row]:
                     "none before resumable answers",
                     f"1 + 1 per STREAM_FLUSH_MS (here {flushes}), none per token",
                     _verdict(first["writes_beside_stream"] == 1 + flushes)))
+    for cost in r.get("flush_cost", []):
+        out.append((f"14. CPU of one flush tick, {cost['answers']} answer(s) running",
+                    f"{cost['cpu_us_per_flush']:.0f} µs = {cost['cpu_us_per_event']:.2f} µs "
+                    f"per relayed event", "21 events per answer per 300 ms",
+                    "small beside CPU per event", "n/a"))
     for x in rows[1:]:
         ratio = x["turn_db_ms_p50"] / first["turn_db_ms_p50"]
         out.append((f"5. DB time per turn, {x['prior_messages']:,} / 1 prior",

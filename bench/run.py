@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from bench import scenarios
-from bench.dbwork import database_work
+from bench.dbwork import database_work, flush_cost
 from bench.harness import Harness, shape
 from bench.peer import LITELLM_VERSION, LiteLLM, litellm_executable
 from bench.procs import AUX_CORE, Child, Postgres, pin_self, start_chatms
@@ -165,6 +165,8 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
                 results[f"profile_short_{door}"] = await profiled_short(h, plan, out, door)
         log("scenario db (in-process, PostgresChatRepository)")
         results["db"] = await database_work(pg.url, 10 if quick else 30)
+        log("scenario flush cost (in-process)")
+        results["flush_cost"] = await flush_cost(pg.url, 100 if quick else 300)
     finally:
         for child in reversed(children):
             child.stop()
