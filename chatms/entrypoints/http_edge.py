@@ -3,12 +3,14 @@
 `hypercorn.asyncio.serve` accepts every connection the kernel offers. This runs
 Hypercorn's own per-connection server (`TCPServer`, pinned with Hypercorn in pyproject;
 tests/integration/test_http_edge.py fails if it changes) on sockets accepted by a
-`BoundedListener`, so each listener holds at most its cap. Hypercorn's idle timer still
+`BoundedListener`, so each listener holds at most its cap. Hypercorn's idle timeout still
 applies: a connection is closed when it sends no complete request head, or stays idle
-between requests, for `keep_alive_timeout`. A request body as a whole must arrive within
-the body timeout (`read_body`): a silent client, or one trickling a byte at a time, gets
-408. Hypercorn's `read_timeout` is left unset on purpose: it also times the client's
-silence while a response streams, and would cut a long answer.
+between requests, for `keep_alive_timeout`; it is kept as one timer (`IdleTimer`) instead
+of Hypercorn's task, which was cancelled, awaited and started again around every request.
+A request body as a whole must arrive within the body timeout (`read_body`): a silent
+client, or one trickling a byte at a time, gets 408. Hypercorn's `read_timeout` is left
+unset on purpose: it also times the client's silence while a response streams, and would
+cut a long answer.
 """
 
 from __future__ import annotations
@@ -59,6 +61,52 @@ def hypercorn_config(limits: EdgeSettings, graceful_timeout: float = 1.0) -> Hyp
     return config
 
 
+class IdleTimer:
+    """Hypercorn's keep-alive wait (its `AsyncioSingleTask` running `_idle_timeout`) as one
+    timer handle: the same closes, at the same moments, without two tasks and a loop round
+    trip on each request's path. `fire` closes the connection now (shutdown does so for
+    the idle ones)."""
+
+    def __init__(self, server: TCPServer, seconds: float, idle: set[IdleTimer],
+                 terminated: Any) -> None:
+        self._server = server
+        self._seconds = seconds
+        self._idle = idle  # the listener's idle connections, closed at once on shutdown
+        self._terminated = terminated
+        self._handle: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    async def restart(self, task_group: object, action: object) -> None:
+        """Idle from now on (Hypercorn passes its task group and `_idle_timeout`)."""
+        self._cancel()
+        if self._terminated.is_set():
+            self.fire()
+            return
+        self._handle = asyncio.get_running_loop().call_later(self._seconds, self.fire)
+        self._idle.add(self)
+
+    async def stop(self) -> None:
+        """A request is being served: not idle."""
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._idle.discard(self)
+
+    def fire(self) -> None:
+        self._cancel()
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._server._initiate_server_close())
+            self._closing.add_done_callback(_quiet)
+
+
+def _quiet(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a connection already broken as it closes: nothing to do
+
+
 class HttpListener:
     """One ASGI app served on one bounded listening socket until `stop`."""
 
@@ -66,6 +114,7 @@ class HttpListener:
         self.config = config
         self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self._context = WorkerContext(None)
+        self._idle: set[IdleTimer] = set()
         self.listener = BoundedListener(sock, cap, self._serve)
 
     def start(self) -> None:
@@ -74,8 +123,11 @@ class HttpListener:
     async def _serve(self, conn: socket.socket, release: Release) -> None:
         try:
             reader, writer = await asyncio.open_connection(sock=conn)
-            await TCPServer(self._app, asyncio.get_running_loop(), self.config, self._context,
-                            {}, reader, writer)
+            server = TCPServer(self._app, asyncio.get_running_loop(), self.config,
+                               self._context, {}, reader, writer)
+            server.idle_task = IdleTimer(  # type: ignore[assignment]  # same two methods
+                server, self.config.keep_alive_timeout, self._idle, self._context.terminated)
+            await server
         except OSError:
             conn.close()
         finally:
@@ -86,4 +138,6 @@ class HttpListener:
         self.listener.close()
         await self.listener.wait_closed()
         await self._context.terminated.set()
+        for timer in list(self._idle):  # idle connections close now, the rest when done
+            timer.fire()
         await self.listener.wait_served(self.config.graceful_timeout)

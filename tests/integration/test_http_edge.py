@@ -155,3 +155,8 @@ def test_hypercorn_still_has_what_http_edge_relies_on() -> None:
     assert "terminated" in vars(WorkerContext(None))
     # The idle timer runs until a request head is complete, and while between requests.
     assert "keep_alive_timeout" in inspect.getsource(TCPServer._idle_timeout)
+    # IdleTimer stands in for `idle_task`: TCPServer only restarts and stops it, and closes
+    # an idle connection with `_initiate_server_close`.
+    source = inspect.getsource(TCPServer)
+    assert source.count("self.idle_task.restart(") == 2 and "self.idle_task.stop()" in source
+    assert "self._initiate_server_close()" in inspect.getsource(TCPServer._idle_timeout)

@@ -1,0 +1,105 @@
+"""The HTTP listener's idle timeout (one timer per connection): real sockets, a tiny ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from chatms.config import EdgeSettings
+from chatms.entrypoints.http_edge import HttpListener, hypercorn_config
+
+GET = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """`ok` at once, or (path /slow) three pieces 0.3 s apart."""
+    if scope["type"] != "http":
+        return
+    slow = scope["path"] == "/slow"
+    headers = [] if slow else [(b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if not slow:
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    for piece in (b"a", b"b", b"c"):
+        await asyncio.sleep(0.3)
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Any]:
+    listeners: list[HttpListener] = []
+
+    async def start(idle: float) -> tuple[HttpListener, int]:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        listener = HttpListener(app, hypercorn_config(EdgeSettings(http_idle_timeout=idle)),
+                                sock, 16)
+        listener.start()
+        listeners.append(listener)
+        return listener, sock.getsockname()[1]
+
+    yield start
+    for listener in listeners:
+        await listener.stop()
+
+
+async def closed_after(reader: asyncio.StreamReader, limit: float) -> float:
+    """Seconds until the server closes the connection (reading whatever came first)."""
+    start = time.monotonic()
+    async with asyncio.timeout(limit):
+        while await reader.read(65536):
+            pass
+    return time.monotonic() - start
+
+
+async def test_a_connection_that_sends_nothing_is_closed_at_the_idle_timeout(serve) -> None:
+    _, port = await serve(0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert 0.25 <= await closed_after(reader, 5) < 3
+    writer.close()
+
+
+async def test_a_kept_alive_connection_serves_again_then_closes_when_idle(serve) -> None:
+    _, port = await serve(0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(3):  # each request stops the timer; each answer starts it again
+        writer.write(GET)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"ok"
+        await asyncio.sleep(0.3)  # idle, but less than the timeout
+    assert 0.1 <= await closed_after(reader, 5) < 3
+    writer.close()
+
+
+async def test_a_response_longer_than_the_idle_timeout_is_not_cut(serve) -> None:
+    _, port = await serve(0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+    body = b""
+    async with asyncio.timeout(5):
+        while not body.endswith(b"0\r\n\r\n"):
+            body += await reader.read(65536)
+    assert b"a" in body and b"c" in body
+    writer.close()
+
+
+async def test_shutdown_closes_idle_connections_at_once(serve) -> None:
+    listener, port = await serve(30)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(GET)
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200")
+    await asyncio.wait_for(reader.readexactly(2), 5)
+    stopping = asyncio.create_task(listener.stop())
+    assert await closed_after(reader, 3) < 2  # not the 30 s of the idle timeout
+    await stopping
+    writer.close()
