@@ -57,6 +57,8 @@ async def ttft(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     rows = []
     for concurrency, total in ((1, plan.ttft_n1), (50, plan.ttft_n50)):
         for door in TTFT_DOORS + h.peers:
+            if concurrency > 1 and door.endswith("-noflush"):
+                continue  # compared at 50 streams in scenario 14's alternating pairs
             rows.append(await h.measure(door, TTFT_SHAPE, concurrency, total, 30))
     return rows
 
@@ -123,13 +125,7 @@ async def resumable(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     for door in ("grpc", "sse"):
         pairs = []
         for i in range(plan.resume_pairs):
-            # A B, B A, ...: whichever runs first in a pair must not decide the result.
-            if i % 2:
-                off = await h.measure(door + "-noflush", text, 50, 50, 60, SPREAD)
-                on = await h.measure(door, text, 50, 50, 60, SPREAD)
-            else:
-                on = await h.measure(door, text, 50, 50, 60, SPREAD)
-                off = await h.measure(door + "-noflush", text, 50, 50, 60, SPREAD)
+            on, off = await _on_and_off(h, door, i, text, 50, 50, 60, SPREAD)
             pairs.append((on, off))
         measured = [(a, b) for a, b in pairs if a.get("cpu_s") and b.get("cpu_s")]
         if not measured:
@@ -150,13 +146,24 @@ async def resumable(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
+async def _on_and_off(h: Harness, door: str, i: int, text: str, concurrency: int, total: int,
+                      limit_s: float, spread: float = 0.0) -> tuple[dict[str, Any], ...]:
+    """The same load through `door` and its `-noflush` twin, (on, off); A B for even `i`,
+    B A for odd, so that whichever runs first in a pair does not decide the result."""
+    names = (door, door + "-noflush")
+    rows = {}
+    for name in names if i % 2 == 0 else reversed(names):
+        rows[name] = await h.measure(name, text, concurrency, total, limit_s, spread)
+    return rows[names[0]], rows[names[1]]
+
+
 async def _ttft_pairs(h: Harness, door: str, pairs: int) -> dict[str, Any]:
     """TTFT p50 at 50 streams, on and off in alternating order: medians of the p50s."""
     on, off = [], []
     for i in range(pairs):
-        for variant in ((door, door + "-noflush") if i % 2 == 0 else (door + "-noflush", door)):
-            row = await h.measure(variant, TTFT_SHAPE, 50, 100, 30)
-            (off if variant.endswith("-noflush") else on).append(row["ttft_p50_ms"])
+        rows = await _on_and_off(h, door, i, TTFT_SHAPE, 50, 100, 30)
+        on.append(rows[0]["ttft_p50_ms"])
+        off.append(rows[1]["ttft_p50_ms"])
     return {"ttft50_p50_ms_on": statistics.median(on), "ttft50_p50_ms_off": statistics.median(off),
             "ttft50_runs": [on, off]}
 

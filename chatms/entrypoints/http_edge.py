@@ -99,12 +99,8 @@ class IdleTimer:
         self._cancel()
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._server._initiate_server_close())
-            self._closing.add_done_callback(_quiet)
-
-
-def _quiet(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()  # a connection already broken as it closes: nothing to do
+            # A connection already broken as it closes: nothing to do.
+            self._closing.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 class HttpListener:
