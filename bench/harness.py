@@ -56,7 +56,7 @@ class Harness:
     peer_key: str | None = None
     # Resumability's writes off (`-noflush` doors): no flush of a running answer (issue 14)
     noflush: Chatms | None = None
-    # gRPC writes not coalesced (`-nocoalesce` doors): GRPC_COALESCE_WRITES=false
+    # writes not coalesced (`-nocoalesce` doors): GRPC_ and HTTP_COALESCE_WRITES=false
     nocoalesce: Chatms | None = None
     sse_available: bool = False
     _stubs: dict[str, list[Any]] = field(default_factory=dict)

@@ -118,6 +118,14 @@ def _cpu_rows(r: dict[str, Any]) -> list[Row]:
                     f"{ratio:.2f}x ({new['cpu_us_per_event']:.0f} µs)",
                     f"GRPC_COALESCE_WRITES=false {old['cpu_us_per_event']:.0f} µs{_spread(old)}",
                     "< 1x (to adopt)", _verdict(ratio < 1 and not new["errors"])))
+    for row in r.get("http_writes", []):
+        c, pairs = row["concurrency"], row["pairs"]
+        q = "p50" if c == 1 else "p99"
+        on, off = row[f"ttft_{q}_ms_on"], row[f"ttft_{q}_ms_off"]
+        out.append((f"3h. SSE TTFT {q}, HTTP writes coalesced / not, {c} stream{'s' * (c > 1)}",
+                    f"{on / off:.3f}x ({on:.1f} ms, {on - off:+.2f} ms; median of {pairs} "
+                    "alternating loads)", f"HTTP_COALESCE_WRITES=false {off:.1f} ms", "< 1x",
+                    _verdict(on < off and not row["errors"])))
     aio = _find(r["cpu"], "relay-aio")
     if floor and aio.get("cpu_us_per_event"):
         aus = aio["cpu_us_per_event"]

@@ -107,7 +107,7 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
         children.append(relay_aio)
         relay_aio_port = relay_aio.read_port()
         log("starting chatms serve (core 0), and in-memory, on httpx's transport, titles on, "
-            "with STREAM_FLUSH_MS at its largest, without gRPC write coalescing")
+            "with STREAM_FLUSH_MS at its largest, without write coalescing")
         sut = start_chatms("chatms", ["serve"], upstream, pg.url, work / "chatms.log",
                            twilio_env(upstream))
         children.append(sut.child)
@@ -129,7 +129,8 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
         children.append(noflush.child)
         nocoalesce = start_chatms("chatms", ["serve"], upstream, pg.url,
                                   work / "chatms-nocoalesce.log",
-                                  {**twilio_env(upstream), "GRPC_COALESCE_WRITES": "false"})
+                                  {**twilio_env(upstream), "GRPC_COALESCE_WRITES": "false",
+                                   "HTTP_COALESCE_WRITES": "false"})
         children.append(nocoalesce.child)
         gateway = None
         if peer == "litellm":
@@ -148,6 +149,7 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
             steps = (("memory", scenarios.memory_per_stream), ("warm", scenarios.warm_up),
                      ("ttft", scenarios.ttft), ("turn_time", scenarios.turn_time),
                      ("cpu", scenarios.cpu_per_event), ("resumable", scenarios.resumable),
+                     ("http_writes", scenarios.http_writes),
                      ("short", scenarios.short_turns),
                      ("ramp", scenarios.ramp))
             for name, step in steps:

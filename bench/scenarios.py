@@ -47,7 +47,7 @@ async def warm_up(h: Harness) -> None:
     """Connections, caches and code paths warm before anything is timed."""
     for door in ("direct", "grpc", "grpc-mem", "grpc-delta", "sse", "sse-mem", "relay",
                  "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx", "grpc-ctx", "grpc-noflush",
-                 "sse-noflush", "grpc-nocoalesce", *h.peers):
+                 "sse-noflush", "grpc-nocoalesce", "sse-nocoalesce", *h.peers):
         # 50 at once: the database pool and the gRPC channels reach their working size.
         await h.measure(door, shape(0.0, 0.0, 20), 50, 100, 30)
 
@@ -147,10 +147,11 @@ async def resumable(h: Harness, plan: Plan) -> list[dict[str, Any]]:
 
 
 async def _on_and_off(h: Harness, door: str, i: int, text: str, concurrency: int, total: int,
-                      limit_s: float, spread: float = 0.0) -> tuple[dict[str, Any], ...]:
-    """The same load through `door` and its `-noflush` twin, (on, off); A B for even `i`,
+                      limit_s: float, spread: float = 0.0,
+                      twin: str = "-noflush") -> tuple[dict[str, Any], ...]:
+    """The same load through `door` and its twin (`-noflush`), (on, off); A B for even `i`,
     B A for odd, so that whichever runs first in a pair does not decide the result."""
-    names = (door, door + "-noflush")
+    names = (door, door + twin)
     rows = {}
     for name in names if i % 2 == 0 else reversed(names):
         rows[name] = await h.measure(name, text, concurrency, total, limit_s, spread)
@@ -166,6 +167,26 @@ async def _ttft_pairs(h: Harness, door: str, pairs: int) -> dict[str, Any]:
         off.append(rows[1]["ttft_p50_ms"])
     return {"ttft50_p50_ms_on": statistics.median(on), "ttft50_p50_ms_off": statistics.median(off),
             "ttft50_runs": [on, off]}
+
+
+async def http_writes(h: Harness, plan: Plan) -> list[dict[str, Any]]:
+    """3h: SSE time to first token with the HTTP writes coalesced (default) and without
+    (the `-nocoalesce` twin), at 1 and 50 streams, in alternating pairs: medians."""
+    rows = []
+    for concurrency, total in ((1, plan.ttft_n1), (50, plan.ttft_n50)):
+        runs: list[tuple[dict[str, Any], ...]] = [
+            await _on_and_off(h, "sse", i, TTFT_SHAPE, concurrency, total, 30,
+                              twin="-nocoalesce")
+            for i in range(plan.resume_pairs)
+        ]
+        row: dict[str, Any] = {"door": "sse", "concurrency": concurrency, "pairs": len(runs),
+                               "errors": sum(a["errors"] + b["errors"] for a, b in runs)}
+        for q in ("p50", "p99"):
+            for side, k in (("on", 0), ("off", 1)):
+                row[f"ttft_{q}_ms_{side}"] = statistics.median(
+                    r[k][f"ttft_{q}_ms"] for r in runs)
+        rows.append(row)
+    return rows
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:

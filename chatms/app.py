@@ -96,7 +96,8 @@ class App:
         config = hypercorn_config(s.edge)
         with listen_errors("WEB", server.web_host, server.web_port):
             web_socket = bind(server.web_host, server.web_port)
-        self._listeners.append(HttpListener(self.web, config, web_socket, cap))
+        coalesce = s.edge.http_coalesce_writes
+        self._listeners.append(HttpListener(self.web, config, web_socket, cap, coalesce))
         if self.ops is not None:
             try:
                 ops_socket = bind(server.ops_host, server.ops_port)
@@ -105,7 +106,7 @@ class App:
                     f"cannot listen on OPS_HOST={server.ops_host} OPS_PORT={server.ops_port}"
                     f" ({exc.strerror or exc}): change OPS_HOST or OPS_PORT"
                 ) from None
-            self._listeners.append(HttpListener(self.ops, config, ops_socket, cap))
+            self._listeners.append(HttpListener(self.ops, config, ops_socket, cap, coalesce))
         for listener in self._listeners:
             listener.start()
         if self.inbound_worker is not None:

@@ -25,7 +25,7 @@ from chatms.adapters.openai_errors import (
     retry_after,
 )
 from chatms.adapters.sse import EventTooLarge, SSEDecoder
-from chatms.adapters.upstream_http import abandon_connection
+from chatms.adapters.upstream_http import abandon_connection, finish_body
 from chatms.adapters.upstream_http import build_http_client as build_http_client  # old home
 from chatms.config import UpstreamSettings
 from chatms.domain.budget import token_count
@@ -256,6 +256,7 @@ class OpenAIClient:
                 if ending.failure is not None:
                     raise ending.failure
                 if ending.done:
+                    await finish_body(chunks)
                     break
             else:
                 fed = decoder.close()

@@ -9,6 +9,7 @@ the httpx error of the same kind, and closes an unfinished answer's socket at on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -128,6 +129,28 @@ def build_http_client(settings: UpstreamSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=timeout, transport=AiohttpTransport(limits), trust_env=False
     )
+
+
+AFTER_DONE_SECONDS = 0.1  # how long the end of a body is waited for after `[DONE]`
+
+
+async def finish_body(chunks: AsyncIterator[bytes]) -> None:
+    """Read a streamed body's end once the answer's last event (`[DONE]`) is in.
+
+    The end nearly always comes with `[DONE]` or right after it, so this rarely waits. Read,
+    it lets the connection serve the next request instead of being closed, and lets the
+    stream's async generators (httpx's two and ours) finish here: left unfinished, each
+    would be closed later by the event loop's finalizer, a thread-safe wake-up and a task
+    apiece on every turn. Bytes after `[DONE]`, or an end that has not come within
+    `AFTER_DONE_SECONDS`, are not waited for: the response is closed, its connection too.
+    """
+    try:
+        async with asyncio.timeout(AFTER_DONE_SECONDS):
+            async for chunk in chunks:
+                if chunk:
+                    return
+    except (TimeoutError, httpx.HTTPError, httpx.StreamError):
+        pass
 
 
 def _httpcore_connection(response: httpx.Response) -> Any:

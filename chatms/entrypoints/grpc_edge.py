@@ -37,8 +37,8 @@ from h2.settings import SettingCodes, Settings
 
 from chatms.config import EdgeSettings
 from chatms.entrypoints.auth import TokenCheck
+from chatms.entrypoints.coalesced_writes import CoalescedWrites
 from chatms.entrypoints.grpc_stream import GuardedHandler, GuardedStream
-from chatms.entrypoints.grpc_writes import CoalescedWrites
 from chatms.entrypoints.listener import BoundedListener, Release
 
 # Probes carry no token; reflection tells only what protos/ says.

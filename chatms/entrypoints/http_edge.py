@@ -27,6 +27,7 @@ from hypercorn.utils import wrap_app
 from starlette.requests import Request
 
 from chatms.config import EdgeSettings
+from chatms.entrypoints.coalesced_writes import CoalescedWrites
 from chatms.entrypoints.listener import BoundedListener, Release
 
 
@@ -104,10 +105,15 @@ class IdleTimer:
 
 
 class HttpListener:
-    """One ASGI app served on one bounded listening socket until `stop`."""
+    """One ASGI app served on one bounded listening socket until `stop`.
 
-    def __init__(self, app: Any, config: HypercornConfig, sock: socket.socket, cap: int) -> None:
+    With `coalesce`, what a connection writes during one loop iteration leaves in one send
+    (`CoalescedWrites`): Hypercorn writes a response's head, each part and its end apart."""
+
+    def __init__(self, app: Any, config: HypercornConfig, sock: socket.socket, cap: int,
+                 coalesce: bool = True) -> None:
         self.config = config
+        self._coalesce = coalesce
         self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self._context = WorkerContext(None)
         self._idle: set[IdleTimer] = set()
@@ -118,7 +124,7 @@ class HttpListener:
 
     async def _serve(self, conn: socket.socket, release: Release) -> None:
         try:
-            reader, writer = await asyncio.open_connection(sock=conn)
+            reader, writer = await self._streams(conn)
             server = TCPServer(self._app, asyncio.get_running_loop(), self.config,
                                self._context, {}, reader, writer)
             server.idle_task = IdleTimer(  # type: ignore[assignment]  # same two methods
@@ -128,6 +134,18 @@ class HttpListener:
             conn.close()
         finally:
             release()
+
+    async def _streams(
+        self, conn: socket.socket
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """`asyncio.open_connection(sock=conn)`, its writes coalesced when asked."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.create_connection(lambda: protocol, sock=conn)
+        if self._coalesce:
+            transport = CoalescedWrites(transport)  # type: ignore[assignment]
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def stop(self) -> None:
         """Stop accepting, tell idle connections to close, give the rest the grace period."""

@@ -57,6 +57,8 @@ class Script:
     content_encoding: str | None = None  # claimed in the headers; the body stays plain
     empty: bool = False  # a 200 whose event stream holds no event at all
     error_text: str | None = None  # the error's message, e.g. one that echoes the prompt
+    after_done: bytes = b""  # written after `[DONE]`, in a chunk of its own
+    hold_after_done: float = 0.0  # seconds between `[DONE]` and the end of the body
 
 
 TRANSCRIBE_MODELS = frozenset({"whisper-1", "gpt-4o-mini-transcribe", "gpt-4o-transcribe"})
@@ -300,6 +302,9 @@ class FakeOpenAI(LoopbackFake):
                 await write_chunk(writer, b"data: " + json.dumps(usage).encode() + b"\n\n")
             if s.done:
                 await write_chunk(writer, b"data: [DONE]\n\n")
+            if s.after_done:
+                await write_chunk(writer, s.after_done)
+            await asyncio.sleep(s.hold_after_done)
             await write_chunk(writer, b"")  # a clean end of the body, [DONE] or not
             seen.finished, seen.finished_at = True, time.monotonic()
         except (ConnectionError, asyncio.CancelledError):

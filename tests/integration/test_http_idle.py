@@ -1,4 +1,5 @@
-"""The HTTP listener's idle timeout (one timer per connection): real sockets, a tiny ASGI app."""
+"""The HTTP listener on real sockets with a tiny ASGI app: its idle timeout (one timer per
+connection) and its coalesced writes (each test runs with them on and off)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ GET = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """`ok` at once, or (path /slow) three pieces 0.3 s apart."""
+    """`ok` at once, or (path /slow) three pieces 0.3 s apart, or (/many) numbered parts."""
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/many":
+        await many(send)
         return
     slow = scope["path"] == "/slow"
     headers = [] if slow else [(b"content-length", b"2")]
@@ -32,8 +36,30 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-@pytest.fixture
-async def serve() -> AsyncIterator[Any]:
+async def many(send: Any) -> None:
+    """200 numbered parts: some written in one loop iteration, some with a wait between."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for i in range(200):
+        await send({"type": "http.response.body", "body": b"%d," % i, "more_body": True})
+        if i % 7 == 0:
+            await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": b"end", "more_body": False})
+
+
+def chunked_body(raw: bytes) -> bytes:
+    """The body of one chunked response (the head already read off)."""
+    body = b""
+    while True:
+        size_line, _, raw = raw.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            assert raw == b"\r\n", "the body's end is last"
+            return body
+        body, raw = body + raw[:size], raw[size + 2:]
+
+
+@pytest.fixture(params=[True, False], ids=["coalesced", "plain"])
+async def serve(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     listeners: list[HttpListener] = []
 
     async def start(idle: float) -> tuple[HttpListener, int]:
@@ -42,7 +68,7 @@ async def serve() -> AsyncIterator[Any]:
         sock.listen()
         sock.setblocking(False)
         listener = HttpListener(app, hypercorn_config(EdgeSettings(http_idle_timeout=idle)),
-                                sock, 16)
+                                sock, 16, coalesce=request.param)
         listener.start()
         listeners.append(listener)
         return listener, sock.getsockname()[1]
@@ -102,4 +128,32 @@ async def test_shutdown_closes_idle_connections_at_once(serve) -> None:
     stopping = asyncio.create_task(listener.stop())
     assert await closed_after(reader, 3) < 2  # not the 30 s of the idle timeout
     await stopping
+    writer.close()
+
+
+async def test_parts_written_together_arrive_whole_and_in_order(serve) -> None:
+    """The connection then serves the next request."""
+    _, port = await serve(5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /many HTTP/1.1\r\nhost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    raw = await asyncio.wait_for(reader.readuntil(b"end\r\n0\r\n\r\n"), 5)
+    assert chunked_body(raw) == b"".join(b"%d," % i for i in range(200)) + b"end"
+    writer.write(GET)
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200")
+    assert await asyncio.wait_for(reader.readexactly(2), 5) == b"ok"
+    writer.close()
+
+
+async def test_an_answer_that_ends_the_connection_is_sent_whole_before_it_closes(serve) -> None:
+    """`connection: close`: the end of the body, then the end of the stream, in that order."""
+    _, port = await serve(5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /many HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    async with asyncio.timeout(5):
+        raw = await reader.read()  # to the server's end of the stream
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert chunked_body(rest) == b"".join(b"%d," % i for i in range(200)) + b"end"
     writer.close()

@@ -5,8 +5,13 @@ nobody reads any more lets go of its connection at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import gc
+import json
+import re
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,10 +44,12 @@ async def upstream(base_url: str, transport: str, **settings: Any) -> AsyncItera
 
 async def answer(client: OpenAIClient, texts: list[str] | None = None) -> Finished:
     texts = [] if texts is None else texts
-    async for event in client.complete(CONFIG, [("user", "hi there")], time.monotonic() + 30):
-        if isinstance(event, Finished):
-            return event
-        texts.append(event)
+    events = client.complete(CONFIG, [("user", "hi there")], time.monotonic() + 30)
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, Finished):
+                return event
+            texts.append(event)
     raise AssertionError("no Finished event")
 
 
@@ -210,6 +217,80 @@ async def test_a_cancelled_answer_lets_go_at_once_even_cancelled_twice(
             closed_at = await settled(fake_openai.requests[0])
             assert closed_at - cancelled_at < 0.5, f"run {run}"
             assert not fake_openai.requests[0].finished
+
+
+async def keep_alive_upstream(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gap: float, seen: list[int]
+) -> None:
+    """Answers every request on a connection with "hi" streamed; the body's end comes
+    `gap` seconds after `[DONE]` (in a segment of its own)."""
+    seen.append(1)
+    events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}}]},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                         b"transfer-encoding: chunked\r\n\r\n")
+            for data in [*(json.dumps(e).encode() for e in events), b"[DONE]"]:
+                writer.write(b"%x\r\ndata: %b\n\n\r\n" % (len(data) + 8, data))
+            await writer.drain()
+            await asyncio.sleep(gap)
+            writer.write(b"0\r\n\r\n")
+    writer.close()
+
+
+@TRANSPORTS
+async def test_answers_one_after_another_share_one_connection(transport: str) -> None:
+    """The body's end is read after `[DONE]` (here it comes 20 ms later), so the connection
+    goes back to the pool; and no async generator of the stream is left for the event
+    loop to finalize."""
+    hooks = sys.get_asyncgen_hooks()
+    left: list[str] = []
+
+    def finalizer(agen: Any) -> None:
+        left.append(agen.ag_code.co_qualname)
+        hooks.finalizer(agen)
+
+    connections: list[int] = []
+    server = await asyncio.start_server(
+        lambda r, w: keep_alive_upstream(r, w, 0.02, connections), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+    try:
+        async with server, upstream(f"http://127.0.0.1:{port}/v1", transport) as client:
+            for _ in range(4):
+                texts: list[str] = []
+                assert (await answer(client, texts)).finish_reason == "stop"
+                assert texts == ["hi"]
+            gc.collect()
+            await asyncio.sleep(0.05)
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    assert len(connections) == 1
+    assert left == []
+
+
+@TRANSPORTS
+@pytest.mark.parametrize("script", [
+    Script(pieces=["a", "b"], hold_after_done=3.0),
+    Script(pieces=["a", "b"], after_done=b"data: more\n\n", hold_after_done=3.0),
+], ids=["held-open", "more-after-done"])
+async def test_an_upstream_that_goes_on_after_done_does_not_hold_the_answer(
+    transport: str, script: Script, fake_openai: FakeOpenAI
+) -> None:
+    """Its answer is whole at `[DONE]`; the rest of the body is not waited for."""
+    fake_openai.queue(script, Script(pieces=["c"]))
+    async with upstream(fake_openai.base_url, transport) as client:
+        texts: list[str] = []
+        start = time.monotonic()
+        finished = await answer(client, texts)
+        assert time.monotonic() - start < 1.5
+        assert "".join(texts) == "ab" and finished.finish_reason == "stop"
+        texts = []
+        await answer(client, texts)  # the next answer on a connection of its own
+        assert texts == ["c"]
 
 
 @TRANSPORTS

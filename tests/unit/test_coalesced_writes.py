@@ -1,11 +1,11 @@
-"""CoalescedWrites: one send per loop iteration, in order, nothing lost on close."""
+"""CoalescedWrites: one send per loop iteration, in order, nothing lost on close or EOF."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from chatms.entrypoints.grpc_writes import CoalescedWrites
+from chatms.entrypoints.coalesced_writes import CoalescedWrites
 
 
 class RecordingTransport:
@@ -23,6 +23,9 @@ class RecordingTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def write_eof(self) -> None:
+        self.writes.append(b"<eof>")
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 1)}.get(name, default)
@@ -53,6 +56,14 @@ async def test_close_sends_what_is_pending_and_later_writes_are_dropped() -> Non
     writes.write(b"late")
     await asyncio.sleep(0)
     assert raw.writes == [b"goaway"]
+
+
+async def test_the_end_of_the_stream_goes_after_what_is_pending() -> None:
+    raw = RecordingTransport()
+    writes = CoalescedWrites(raw)  # type: ignore[arg-type]
+    writes.write(b"last part")
+    writes.write_eof()
+    assert raw.writes == [b"last part", b"<eof>"]
 
 
 async def test_over_a_real_socket_the_peer_reads_everything_in_order() -> None:

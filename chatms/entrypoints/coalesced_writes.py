@@ -2,7 +2,9 @@
 
 grpclib writes each message's frames to the transport as soon as they are built: with many
 streams on one connection (a backend multiplexing its users' calls), the answers' deltas
-that arrive together would each cost a `send`. This transport wrapper gathers what is
+that arrive together would each cost a `send`. Hypercorn writes a response's head, each
+body part and the body's end separately: a streamed answer's head goes with its first
+event, and its last event with the body's end. This transport wrapper gathers what is
 written during one iteration of the event loop and writes it once, at the start of the next.
 """
 
@@ -14,7 +16,8 @@ from typing import Any
 
 class CoalescedWrites:
     """Wraps a transport: `write` is deferred to the loop's next iteration, in order; every
-    other call goes to the wrapped transport (`close` first writes what is pending)."""
+    other call goes to the wrapped transport (`close` and `write_eof` first write what is
+    pending)."""
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -39,6 +42,10 @@ class CoalescedWrites:
     def close(self) -> None:
         self._flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
 
     def abort(self) -> None:
         self._pending.clear()
