@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench import clients
+from bench import clients, rawsse
 from bench.clients import Sample
 from bench.load import Summary, Turn, run_load
 from bench.procs import AUTH_TOKEN, Chatms, Sampler
@@ -26,6 +26,14 @@ def shape(ttft: float, gap: float, n: int, burst: int = 1) -> str:
 def _cpu(ps: psutil.Process) -> float:
     t = ps.cpu_times()
     return float(t.user + t.system)
+
+
+def _writes(ps: psutil.Process) -> int:
+    """How many write system calls `ps` made so far (-1 where the system does not say)."""
+    try:
+        return int(ps.io_counters().write_count)
+    except (AttributeError, psutil.Error):
+        return -1
 
 
 def _spread_out(turn: Turn, seconds: float, concurrency: int) -> Turn:
@@ -72,14 +80,19 @@ class Harness:
             ]
         return self._stubs[sut.grpc_target]
 
-    def door(self, name: str, text: str) -> tuple[Turn, psutil.Process | None]:
-        """A turn function for door `name` and the process whose CPU it charges."""
+    def door(self, name: str, text: str, raw: bool = False) -> tuple[Turn, psutil.Process | None]:
+        """A turn function for door `name` and the process whose CPU it charges; `raw`: the
+        streams (direct, peer, SSE) are read by bench/rawsse.py's bare client."""
         user = f"bench-{uuid.uuid4().hex[:8]}"
         if name == "direct":
             url = self.upstream.rstrip("/") + "/chat/completions"
+            if raw:
+                return (lambda i: rawsse.direct(url, text)), None
             return (lambda i: clients.direct(self.http, url, text)), None
         if name == "peer" and self.peer_url is not None:
             url = self.peer_url + "/chat/completions"
+            if raw:
+                return (lambda i: rawsse.direct(url, text, self.peer_key)), self.peer_ps
             return (lambda i: clients.direct(self.http, url, text, self.peer_key)), self.peer_ps
         if name == "relay":
             return (lambda i: clients.relay(self.relay_port, text)), self.relay_ps
@@ -98,6 +111,8 @@ class Harness:
             sut = self.nocoalesce
         if name.startswith("sse"):
             url = sut.web_url + "/chat"
+            if raw:
+                return (lambda i: rawsse.sse(url, AUTH_TOKEN, user, text)), sut.child.ps
             return (lambda i: clients.sse(self.http, url, AUTH_TOKEN, user, text)), sut.child.ps
         if name.startswith("json"):
             url = sut.web_url + "/chat"
@@ -120,7 +135,7 @@ class Harness:
         return ("peer",) if self.peer_url is not None else ()
 
     async def measure(self, name: str, text: str, concurrency: int, total: int,
-                      limit_s: float, spread: float = 0.0) -> dict[str, Any]:
+                      limit_s: float, spread: float = 0.0, raw: bool = False) -> dict[str, Any]:
         """Run one load through one door; summary plus CPU and RSS of the charged process.
 
         `spread`: the turns start evenly over this many seconds instead of all at once, so
@@ -129,15 +144,17 @@ class Harness:
         if self.skipped(name):
             return {"door": name, "concurrency": concurrency,
                     "skipped": "POST /chat answers 404 (SSE door not merged)"}
-        turn, ps = self.door(name, text)
+        turn, ps = self.door(name, text, raw)
         if spread:
             turn = _spread_out(turn, spread, concurrency)
         charged = ps if ps is not None else self.pg.child.ps
         aux = [psutil.Process(), self.fake_ps]
         aux0 = [_cpu(p) for p in aux]
+        writes0 = _writes(charged)
         async with Sampler(charged) as sampler:
             samples = await run_load(turn, concurrency, total, limit_s)
         aux_cpu = [_cpu(p) - c0 for p, c0 in zip(aux, aux0, strict=True)]
+        writes = _writes(charged) - writes0
         usage = sampler.usage
         summary = Summary.of(samples)
         out: dict[str, Any] = {"door": name, "concurrency": concurrency, **vars(summary)}
@@ -157,6 +174,8 @@ class Harness:
                 usage.cpu_seconds / summary.messages * 1e6 if summary.messages else None
             )
             out["rss_peak_mib"] = usage.rss_peak / 2**20
+            if writes >= 0:  # write system calls (sockets, logs) per turn, where Linux counts
+                out["writes_per_turn"] = writes / max(len(samples), 1)
         return out
 
     async def probe_sse(self) -> None:

@@ -126,6 +126,12 @@ def _cpu_rows(r: dict[str, Any]) -> list[Row]:
                     f"{on / off:.3f}x ({on:.1f} ms, {on - off:+.2f} ms; median of {pairs} "
                     "alternating loads)", f"HTTP_COALESCE_WRITES=false {off:.1f} ms", "< 1x",
                     _verdict(on < off and not row["errors"])))
+        won, woff = row.get("writes_per_turn_on"), row.get("writes_per_turn_off")
+        if won is not None and woff is not None:
+            out.append((f"3h. write system calls per SSE turn (5 events), coalesced / not, "
+                        f"{c} stream{'s' * (c > 1)}", f"{won:.2f}",
+                        f"HTTP_COALESCE_WRITES=false {woff:.2f}", "fewer",
+                        _verdict(won < woff)))
     aio = _find(r["cpu"], "relay-aio")
     if floor and aio.get("cpu_us_per_event"):
         aus = aio["cpu_us_per_event"]

@@ -53,13 +53,14 @@ async def warm_up(h: Harness) -> None:
 
 
 async def ttft(h: Harness, plan: Plan) -> list[dict[str, Any]]:
-    """1: added time to first token at 1 and 50 streams, with and without persistence."""
+    """1: added time to first token at 1 and 50 streams, with and without persistence; the
+    streams read by a bare client (bench/rawsse.py; gRPC's is grpcio's, in C)."""
     rows = []
     for concurrency, total in ((1, plan.ttft_n1), (50, plan.ttft_n50)):
         for door in TTFT_DOORS + h.peers:
             if concurrency > 1 and door.endswith("-noflush"):
                 continue  # compared at 50 streams in scenario 14's alternating pairs
-            rows.append(await h.measure(door, TTFT_SHAPE, concurrency, total, 30))
+            rows.append(await h.measure(door, TTFT_SHAPE, concurrency, total, 30, raw=True))
     return rows
 
 
@@ -147,14 +148,14 @@ async def resumable(h: Harness, plan: Plan) -> list[dict[str, Any]]:
 
 
 async def _on_and_off(h: Harness, door: str, i: int, text: str, concurrency: int, total: int,
-                      limit_s: float, spread: float = 0.0,
-                      twin: str = "-noflush") -> tuple[dict[str, Any], ...]:
+                      limit_s: float, spread: float = 0.0, twin: str = "-noflush",
+                      raw: bool = False) -> tuple[dict[str, Any], ...]:
     """The same load through `door` and its twin (`-noflush`), (on, off); A B for even `i`,
     B A for odd, so that whichever runs first in a pair does not decide the result."""
     names = (door, door + twin)
     rows = {}
     for name in names if i % 2 == 0 else reversed(names):
-        rows[name] = await h.measure(name, text, concurrency, total, limit_s, spread)
+        rows[name] = await h.measure(name, text, concurrency, total, limit_s, spread, raw)
     return rows[names[0]], rows[names[1]]
 
 
@@ -162,7 +163,7 @@ async def _ttft_pairs(h: Harness, door: str, pairs: int) -> dict[str, Any]:
     """TTFT p50 at 50 streams, on and off in alternating order: medians of the p50s."""
     on, off = [], []
     for i in range(pairs):
-        rows = await _on_and_off(h, door, i, TTFT_SHAPE, 50, 100, 30)
+        rows = await _on_and_off(h, door, i, TTFT_SHAPE, 50, 100, 30, raw=True)
         on.append(rows[0]["ttft_p50_ms"])
         off.append(rows[1]["ttft_p50_ms"])
     return {"ttft50_p50_ms_on": statistics.median(on), "ttft50_p50_ms_off": statistics.median(off),
@@ -176,15 +177,15 @@ async def http_writes(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     for concurrency, total in ((1, plan.ttft_n1), (50, plan.ttft_n50)):
         runs: list[tuple[dict[str, Any], ...]] = [
             await _on_and_off(h, "sse", i, TTFT_SHAPE, concurrency, total, 30,
-                              twin="-nocoalesce")
+                              twin="-nocoalesce", raw=True)
             for i in range(plan.resume_pairs)
         ]
         row: dict[str, Any] = {"door": "sse", "concurrency": concurrency, "pairs": len(runs),
                                "errors": sum(a["errors"] + b["errors"] for a, b in runs)}
-        for q in ("p50", "p99"):
+        for key in ("ttft_p50_ms", "ttft_p99_ms", "writes_per_turn"):
             for side, k in (("on", 0), ("off", 1)):
-                row[f"ttft_{q}_ms_{side}"] = statistics.median(
-                    r[k][f"ttft_{q}_ms"] for r in runs)
+                values = [r[k][key] for r in runs if key in r[k]]
+                row[f"{key}_{side}"] = statistics.median(values) if values else None
         rows.append(row)
     return rows
 
