@@ -34,6 +34,13 @@ def _ttft_rows(r: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     for c in (1, 50):
         base = _find(r["ttft"], "direct", c)
+        read_by_httpx = _find(r["ttft"], "direct-httpx", c)
+        if "ttft_p50_ms" in read_by_httpx and "ttft_p50_ms" in base:
+            out.append((f"1. the direct baseline read by httpx, {c} stream(s)",
+                        f"p50 {read_by_httpx['ttft_p50_ms'] - base['ttft_p50_ms']:+.2f} ms, "
+                        f"p99 {read_by_httpx['ttft_p99_ms'] - base['ttft_p99_ms']:+.2f} ms",
+                        f"bare client {base['ttft_p50_ms']:.1f} / {base['ttft_p99_ms']:.1f} ms",
+                        "— (the instrument's share)", "n/a"))
         for door in ("grpc", "sse"):
             row, mem = _find(r["ttft"], door, c), _find(r["ttft"], door + "-mem", c)
             if "skipped" in row:

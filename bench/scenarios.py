@@ -61,6 +61,9 @@ async def ttft(h: Harness, plan: Plan) -> list[dict[str, Any]]:
             if concurrency > 1 and door.endswith("-noflush"):
                 continue  # compared at 50 streams in scenario 14's alternating pairs
             rows.append(await h.measure(door, TTFT_SHAPE, concurrency, total, 30, raw=True))
+        # The instrument's own share: the same baseline read by httpx (as until now).
+        row = await h.measure("direct", TTFT_SHAPE, concurrency, total, 30)
+        rows.append({**row, "door": "direct-httpx"})
     return rows
 
 

@@ -249,7 +249,7 @@ class EdgeSettings:
     grpc_max_resets: int = integer("GRPC_MAX_RESETS", 200, 1, 1_000_000)
     # The writes of many calls on one connection in one loop iteration leave in one send.
     grpc_coalesce_writes: bool = flag("GRPC_COALESCE_WRITES", True)
-    # A response's head with its first part, its last part with its end: one send each.
+    # A response's head leaves in one send with the first part of its body.
     http_coalesce_writes: bool = flag("HTTP_COALESCE_WRITES", True)
 
 

@@ -2,10 +2,13 @@
 
 grpclib writes each message's frames to the transport as soon as they are built: with many
 streams on one connection (a backend multiplexing its users' calls), the answers' deltas
-that arrive together would each cost a `send`. Hypercorn writes a response's head, each
-body part and the body's end separately: a streamed answer's head goes with its first
-event, and its last event with the body's end. This transport wrapper gathers what is
-written during one iteration of the event loop and writes it once, at the start of the next.
+that arrive together would each cost a `send`. `CoalescedWrites` gathers what is written
+during one iteration of the event loop and writes it once, at the start of the next.
+
+An HTTP/1.1 connection carries one response at a time, so holding its writes would only
+delay a streamed answer's events. Hypercorn writes a response's head on its own, though:
+`HeadWithBody` holds just the head, until the first part of the body (a streamed answer's
+first event, a JSON answer's body) joins it, or the loop's next iteration.
 """
 
 from __future__ import annotations
@@ -53,3 +56,22 @@ class CoalescedWrites:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+HTTP_HEAD = b"HTTP/1.1 "
+
+
+class HeadWithBody(CoalescedWrites):
+    """Wraps an HTTP/1.1 connection's transport: a response head waits for the first part
+    of its body (or the loop's next iteration); every other write goes out at once."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if self._pending:  # the head, waiting for this
+            self._pending.append(bytes(data))
+            self._flush()
+        elif data[:9] == HTTP_HEAD and data[-4:] == b"\r\n\r\n":
+            super().write(data)
+        elif not self._transport.is_closing():
+            self._transport.write(data)

@@ -27,7 +27,7 @@ from hypercorn.utils import wrap_app
 from starlette.requests import Request
 
 from chatms.config import EdgeSettings
-from chatms.entrypoints.coalesced_writes import CoalescedWrites
+from chatms.entrypoints.coalesced_writes import HeadWithBody
 from chatms.entrypoints.listener import BoundedListener, Release
 
 
@@ -107,8 +107,8 @@ class IdleTimer:
 class HttpListener:
     """One ASGI app served on one bounded listening socket until `stop`.
 
-    With `coalesce`, what a connection writes during one loop iteration leaves in one send
-    (`CoalescedWrites`): Hypercorn writes a response's head, each part and its end apart."""
+    With `coalesce`, a response's head leaves in one send with the first part of its body
+    (`HeadWithBody`): Hypercorn writes them apart."""
 
     def __init__(self, app: Any, config: HypercornConfig, sock: socket.socket, cap: int,
                  coalesce: bool = True) -> None:
@@ -138,13 +138,13 @@ class HttpListener:
     async def _streams(
         self, conn: socket.socket
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """`asyncio.open_connection(sock=conn)`, its writes coalesced when asked."""
+        """`asyncio.open_connection(sock=conn)`, each head sent with its body when asked."""
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         transport, _ = await loop.create_connection(lambda: protocol, sock=conn)
         if self._coalesce:
-            transport = CoalescedWrites(transport)  # type: ignore[assignment]
+            transport = HeadWithBody(transport)  # type: ignore[assignment]
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def stop(self) -> None:

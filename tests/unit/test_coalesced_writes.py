@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from chatms.entrypoints.coalesced_writes import CoalescedWrites
+from chatms.entrypoints.coalesced_writes import CoalescedWrites, HeadWithBody
 
 
 class RecordingTransport:
@@ -64,6 +64,33 @@ async def test_the_end_of_the_stream_goes_after_what_is_pending() -> None:
     writes.write(b"last part")
     writes.write_eof()
     assert raw.writes == [b"last part", b"<eof>"]
+
+
+HEAD = b"HTTP/1.1 200 \r\ncontent-type: text/event-stream\r\n\r\n"
+
+
+async def test_an_http_head_waits_for_its_body_and_nothing_else_waits() -> None:
+    raw = RecordingTransport()
+    writes = HeadWithBody(raw)  # type: ignore[arg-type]
+    writes.write(HEAD)
+    assert raw.writes == []
+    writes.write(b"first event")
+    assert raw.writes == [HEAD + b"first event"]  # at once, not an iteration later
+    writes.write(b"second event")
+    assert raw.writes == [HEAD + b"first event", b"second event"]
+    await asyncio.sleep(0)
+    assert len(raw.writes) == 2
+
+
+async def test_an_http_head_alone_leaves_at_the_next_iteration() -> None:
+    raw = RecordingTransport()
+    writes = HeadWithBody(raw)  # type: ignore[arg-type]
+    writes.write(HEAD)
+    await asyncio.sleep(0)
+    assert raw.writes == [HEAD]
+    writes.write(b"body")
+    writes.write_eof()
+    assert raw.writes == [HEAD, b"body", b"<eof>"]
 
 
 async def test_over_a_real_socket_the_peer_reads_everything_in_order() -> None:
