@@ -12,6 +12,7 @@ Like the httpx clients, they close the connection after the last event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -53,33 +54,35 @@ async def _events(
             yield name, data
 
 
-async def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[
-        asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    """Open a connection to `url` (http://host:port/path), send the POST, read the head."""
+async def _stream(url: str, body: bytes, headers: dict[str, str],
+                  clock: Clock) -> AsyncIterator[tuple[bytes, bytes]]:
+    """POST `body` to `url` (http://host:port/path) on a new connection and hand out the
+    response's events; a status other than 200 goes into the sample's error instead."""
     rest = url.removeprefix("http://")
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.partition(":")
     reader, writer = await asyncio.open_connection(host, int(port or 80), limit=LIMIT)
-    lines = [f"POST /{path} HTTP/1.1", f"host: {hostport}", "content-type: application/json",
-             f"content-length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-    return reader, writer, await reader.readuntil(b"\r\n\r\n")
-
-
-def _chunked(head: bytes) -> bool:
-    return b"transfer-encoding: chunked" in head.lower()
+    try:
+        lines = [f"POST /{path} HTTP/1.1", f"host: {hostport}", "content-type: application/json",
+                 f"content-length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            clock.sample.error = head.split(b"\r\n")[0].decode(errors="replace")
+            return
+        async for event in _events(reader, b"transfer-encoding: chunked" in head.lower()):
+            yield event
+    finally:
+        writer.close()
 
 
 async def direct(url: str, text: str, key: str | None = None) -> Sample:
     """An OpenAI-style stream (the fake upstream, or a gateway) read to its first deltas."""
     clock = Clock(Sample())
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    reader, writer, head = await _post(url, openai_body(text), headers)
-    try:
-        if not head.startswith(b"HTTP/1.1 200"):
-            clock.sample.error = head.split(b"\r\n")[0].decode(errors="replace")
-            return clock.done()
-        async for _, data in _events(reader, _chunked(head)):
+    events = _stream(url, openai_body(text), headers, clock)
+    async with contextlib.aclosing(events):
+        async for _, data in events:
             if data == b"[DONE]":
                 break
             chunk = json.loads(data)
@@ -89,8 +92,6 @@ async def direct(url: str, text: str, key: str | None = None) -> Sample:
             choices = chunk.get("choices")
             if choices and choices[0]["delta"].get("content"):
                 clock.mark(len(data))
-    finally:
-        writer.close()
     return clock.done()
 
 
@@ -98,13 +99,9 @@ async def sse(url: str, token: str, user: str, text: str) -> Sample:
     """chatms's `POST /chat` as Server-Sent Events, to its `done` (or `error`) event."""
     clock = Clock(Sample())
     body = json.dumps({"user_id": user, "user_message": text}).encode()
-    reader, writer, head = await _post(url, body, {"authorization": token,
-                                                   "accept": "text/event-stream"})
-    try:
-        if not head.startswith(b"HTTP/1.1 200"):
-            clock.sample.error = head.split(b"\r\n")[0].decode(errors="replace")
-            return clock.done()
-        async for name, data in _events(reader, _chunked(head)):
+    events = _stream(url, body, {"authorization": token, "accept": "text/event-stream"}, clock)
+    async with contextlib.aclosing(events):
+        async for name, data in events:
             if name == b"delta":
                 clock.mark(len(data))
             elif name == b"error":
@@ -112,6 +109,4 @@ async def sse(url: str, token: str, user: str, text: str) -> Sample:
                 break
             elif name == b"done":
                 break
-    finally:
-        writer.close()
     return clock.done()

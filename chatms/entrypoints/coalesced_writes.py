@@ -71,7 +71,7 @@ class HeadWithBody(CoalescedWrites):
         if self._pending:  # the head, waiting for this
             self._pending.append(bytes(data))
             self._flush()
-        elif data[:9] == HTTP_HEAD and data[-4:] == b"\r\n\r\n":
-            super().write(data)
+        elif isinstance(data, bytes) and data.startswith(HTTP_HEAD) and data.endswith(b"\r\n\r\n"):
+            super().write(data)  # h11 writes a head as bytes; no slice copied per event
         elif not self._transport.is_closing():
             self._transport.write(data)
