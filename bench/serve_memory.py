@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from chatms.builder import Storage, build_app
+from chatms.builder import Storage, build_app, freeze_startup_heap
 from chatms.config import Settings, load_settings
 from chatms.entrypoints.cli import configure_logging, run
 from chatms.observability.metrics import Metrics
@@ -32,6 +32,7 @@ async def serve_forever() -> None:
     configure_logging(settings)
     app = await build_app(settings, storage=memory_storage)
     await app.start()
+    freeze_startup_heap()
     try:
         await stop.wait()
     finally:

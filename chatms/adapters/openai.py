@@ -25,7 +25,7 @@ from chatms.adapters.openai_errors import (
     retry_after,
 )
 from chatms.adapters.sse import EventTooLarge, SSEDecoder
-from chatms.adapters.upstream_http import abandon_connection, finish_body
+from chatms.adapters.upstream_http import abandon_connection, finish_body, unlink_body
 from chatms.adapters.upstream_http import build_http_client as build_http_client  # old home
 from chatms.config import UpstreamSettings
 from chatms.domain.budget import token_count
@@ -183,6 +183,7 @@ class OpenAIClient:
         await response.aclose()
         if not whole:
             await abandon_connection(response)
+        unlink_body(response)
 
     async def _until_first_delta(
         self, payload: bytes, ending: _Ending, deadline: float
@@ -231,6 +232,7 @@ class OpenAIClient:
     async def _close(response: httpx.Response | None) -> None:
         if response is not None:
             await response.aclose()
+            unlink_body(response)
 
     async def _events(
         self, chunks: AsyncIterator[bytes], ending: _Ending

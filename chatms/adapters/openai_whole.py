@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from chatms.adapters.openai_errors import error_for_status, redact
+from chatms.adapters.upstream_http import unlink_body
 from chatms.config import UpstreamSettings
 from chatms.domain.errors import NotConfigured, UpstreamTimeout, UpstreamUnavailable
 from chatms.domain.model import Usage
@@ -82,6 +83,7 @@ class OpenAIWholeClient:
         except (httpx.TransportError, httpx.StreamError) as exc:
             detail = redact(str(exc), self.settings.api_key)[:200]
             raise UpstreamUnavailable(f"upstream unreachable: {detail}") from None
+        unlink_body(response)
         if response.status_code != 200:
             raise error_for_status(response.status_code, body)
         return parse_whole_answer(body)

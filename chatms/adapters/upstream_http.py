@@ -161,6 +161,19 @@ def _httpcore_connection(response: httpx.Response) -> Any:
     return getattr(stream, "_connection", None)  # httpcore's HTTP11ConnectionByteStream
 
 
+_NO_BODY = httpx.ByteStream(b"")
+
+
+def unlink_body(response: httpx.Response) -> None:
+    """Let a closed response go as soon as it is dropped.
+
+    httpx's client wraps a streamed body in an object that points back at its response: a
+    cycle, with the request, headers and aiohttp's response behind it, that only the cyclic
+    collector's full passes free (tens of milliseconds each on a busy heap; bench/BENCHMARKS.md).
+    """
+    response.stream = _NO_BODY
+
+
 async def abandon_connection(response: httpx.Response) -> None:
     """Make sure an answer we stopped reading no longer holds its connection open.
 

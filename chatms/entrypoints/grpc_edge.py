@@ -204,6 +204,9 @@ class GuardedProtocol(H2Protocol):
         for timer in self._timers:
             timer.cancel()
         super().connection_lost(exc)
+        # The processor points back at this protocol: unlinked, a closed connection goes
+        # when dropped, not at the cyclic collector's next full pass.
+        del self.processor
         self._release()
 
     def spend(self) -> None:

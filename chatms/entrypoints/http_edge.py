@@ -70,7 +70,7 @@ class IdleTimer:
 
     def __init__(self, server: TCPServer, seconds: float, idle: set[IdleTimer],
                  terminated: Any) -> None:
-        self._server = server
+        self._server: TCPServer | None = server
         self._seconds = seconds
         self._idle = idle  # the listener's idle connections, closed at once on shutdown
         self._terminated = terminated
@@ -96,9 +96,21 @@ class IdleTimer:
             self._handle = None
         self._idle.discard(self)
 
+    def end(self) -> None:
+        """The connection is over: unlink its server from its protocol (which sends through a
+        method of the server) and from this timer, so that the connection's objects go when
+        dropped, not at the cyclic collector's next full pass. A close under way ends first."""
+        closing = self._closing
+        if closing is not None and not closing.done():
+            closing.add_done_callback(lambda _: self.end())
+            return
+        server, self._server = self._server, None
+        if server is not None:
+            vars(server).pop("protocol", None)
+
     def fire(self) -> None:
         self._cancel()
-        if self._closing is None:
+        if self._closing is None and self._server is not None:
             self._closing = asyncio.ensure_future(self._server._initiate_server_close())
             # A connection already broken as it closes: nothing to do.
             self._closing.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -127,9 +139,13 @@ class HttpListener:
             reader, writer = await self._streams(conn)
             server = TCPServer(self._app, asyncio.get_running_loop(), self.config,
                                self._context, {}, reader, writer)
-            server.idle_task = IdleTimer(  # type: ignore[assignment]  # same two methods
+            timer = IdleTimer(
                 server, self.config.keep_alive_timeout, self._idle, self._context.terminated)
-            await server
+            server.idle_task = timer  # type: ignore[assignment]  # the same two methods
+            try:
+                await server
+            finally:
+                timer.end()
         except OSError:
             conn.close()
         finally:

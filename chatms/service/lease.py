@@ -49,8 +49,11 @@ class LeaseKeeper:
         self._renewer = asyncio.ensure_future(self._renew(chat_id))
 
     def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            # Not kept: the cancelled task's traceback holds the frame that holds this
+            # keeper, a cycle that would wait for the cyclic collector's full passes.
+            renewer.cancel()
 
     async def _renew(self, chat_id: str) -> None:
         while True:

@@ -15,6 +15,10 @@ from chatms.domain.model import Completion
 from chatms.domain.progress import AnswerLog
 
 
+def _nothing_to_stop() -> None:
+    """A finished answer's stop."""
+
+
 @dataclass(frozen=True, slots=True)
 class Piece:
     """Text of an answer going out to a client, and the answer's length after it."""
@@ -45,6 +49,9 @@ class LiveAnswer(AnswerLog):
 
     def finish(self, completion: Completion) -> None:
         self.completion = completion
+        # Nothing is left to stop. Dropped, the callback (a method of the turn, which holds
+        # this answer) no longer makes the turn a cycle that only the cyclic collector frees.
+        self._stop = _nothing_to_stop
         self._wake()
 
     def stop(self) -> None:

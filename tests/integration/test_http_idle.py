@@ -13,6 +13,8 @@ import pytest
 
 from chatms.config import EdgeSettings
 from chatms.entrypoints.http_edge import HttpListener, hypercorn_config
+from tests.garbage import cyclic_garbage, kinds
+from tests.support import until
 
 GET = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
 
@@ -157,3 +159,34 @@ async def test_an_answer_that_ends_the_connection_is_sent_whole_before_it_closes
     assert head.startswith(b"HTTP/1.1 200")
     assert chunked_body(rest) == b"".join(b"%d," % i for i in range(200)) + b"end"
     writer.close()
+
+
+async def test_a_finished_connection_leaves_nothing_for_the_cyclic_collector(serve) -> None:
+    """Hypercorn's server and its protocol point at each other, as do the server and our
+    idle timer: unlinked once the connection is over, whoever ended it (the client, the
+    idle timeout, shutdown)."""
+    listener, port = await serve(0.3)
+
+    async def served_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GET)
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"ok"
+
+    async def all_served() -> bool | None:
+        return True if listener.listener.open_connections == 0 else None
+
+    with cyclic_garbage() as garbage:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):
+            await served_one(reader, writer)
+        writer.close()  # by the client
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await served_one(reader, writer)
+        await closed_after(reader, 5)  # by the idle timeout
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await served_one(reader, writer)
+        await listener.stop()  # by shutdown, idle at the time
+        writer.close()
+        await until(all_served, "the listener's connections to be over")
+    assert not kinds(garbage, "hypercorn.", "chatms.", "h11.")
