@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from chatms.builder import Storage, build_app, freeze_startup_heap
+from chatms.builder import Storage, build_app
+from chatms.collector import tune_collector
 from chatms.config import Settings, load_settings
 from chatms.entrypoints.cli import configure_logging, run
 from chatms.observability.metrics import Metrics
@@ -32,7 +33,7 @@ async def serve_forever() -> None:
     configure_logging(settings)
     app = await build_app(settings, storage=memory_storage)
     await app.start()
-    freeze_startup_heap()
+    tune_collector()
     try:
         await stop.wait()
     finally:

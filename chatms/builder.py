@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import secrets
 import signal
@@ -40,6 +39,7 @@ from chatms.adapters.twilio_media import TwilioMediaFetcher
 from chatms.adapters.upstream_http import build_http_client
 from chatms.adapters.upstream_probe import check_upstream
 from chatms.app import App
+from chatms.collector import tune_collector
 from chatms.config import DatabaseSettings, Settings
 from chatms.domain.errors import StartupError
 from chatms.entrypoints.auth import TokenCheck
@@ -285,13 +285,6 @@ async def _build_and_start(settings: Settings) -> App:
     return app
 
 
-def freeze_startup_heap() -> None:
-    """What start-up built lives as long as the process: kept out of the cyclic collector's
-    full passes, each of which would walk all of it again (tens of ms; BENCHMARKS.md)."""
-    gc.collect()
-    gc.freeze()
-
-
 async def serve_forever(settings: Settings) -> int:
     """Build, start, and run until SIGINT, SIGTERM or SIGHUP (a closed terminal); the exit
     code. A signal during the start ends it at once (INTERRUPTED), undoing what was built."""
@@ -313,7 +306,7 @@ async def serve_forever(settings: Settings) -> int:
         return INTERRUPTED
     stopping.cancel()
     app = starting.result()  # a StartupError goes to the caller, who prints it in one line
-    freeze_startup_heap()
+    tune_collector()
     try:
         await stop.wait()
         log.info("signal received; shutting down")
@@ -323,6 +316,5 @@ async def serve_forever(settings: Settings) -> int:
 
 
 __all__ = [
-    "Database", "Storage", "build_app", "freeze_startup_heap", "open_database",
-    "postgres_storage", "serve_forever",
+    "Database", "Storage", "build_app", "open_database", "postgres_storage", "serve_forever",
 ]

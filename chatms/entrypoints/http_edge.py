@@ -62,6 +62,15 @@ def hypercorn_config(limits: EdgeSettings, graceful_timeout: float = 1.0) -> Hyp
     return config
 
 
+class ResetIsEnd(asyncio.StreamReaderProtocol):
+    """A client's reset ends its connection as its close does (Hypercorn stops reading on
+    either). Kept by the reader, the reset's exception would hold the connection's objects
+    in a cycle: its traceback's frames hold the reader."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(None if isinstance(exc, ConnectionError) else exc)
+
+
 class IdleTimer:
     """Hypercorn's keep-alive wait (its `AsyncioSingleTask` running `_idle_timeout`) as one
     timer handle: the same closes, at the same moments, without two tasks and a loop round
@@ -157,7 +166,7 @@ class HttpListener:
         """`asyncio.open_connection(sock=conn)`, each head sent with its body when asked."""
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        protocol = ResetIsEnd(reader, loop=loop)
         transport, _ = await loop.create_connection(lambda: protocol, sock=conn)
         if self._coalesce:
             transport = HeadWithBody(transport)  # type: ignore[assignment]

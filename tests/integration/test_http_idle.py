@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -163,8 +164,8 @@ async def test_an_answer_that_ends_the_connection_is_sent_whole_before_it_closes
 
 async def test_a_finished_connection_leaves_nothing_for_the_cyclic_collector(serve) -> None:
     """Hypercorn's server and its protocol point at each other, as do the server and our
-    idle timer: unlinked once the connection is over, whoever ended it (the client, the
-    idle timeout, shutdown)."""
+    idle timer: unlinked once the connection is over, whoever ended it (the client, with a
+    close or a reset, the idle timeout, shutdown)."""
     listener, port = await serve(0.3)
 
     async def served_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -180,6 +181,11 @@ async def test_a_finished_connection_leaves_nothing_for_the_cyclic_collector(ser
         for _ in range(2):
             await served_one(reader, writer)
         writer.close()  # by the client
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await served_one(reader, writer)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # by the client, with a reset
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await served_one(reader, writer)
         await closed_after(reader, 5)  # by the idle timeout
