@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,19 @@ from tests.support import WORK_DIR, isolate_from_machine
 isolate_from_machine()
 # The tests fork pg_ctl while grpcio's threads run; its fork handlers are not wanted there.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
+def _still_ignored(signum: int, frame: object) -> None:
+    """This run keeps ignoring the signal, as it was started to."""
+
+
+# Run with SIGINT or SIGHUP ignored (nohup, a background job), the tests' `chatms serve`
+# children would inherit the ignore and keep it, as chatms does on purpose, and the tests
+# that stop them with those signals would wait in vain. A handled signal is reset to its
+# default in a child, so: handled here, by doing nothing.
+for _signal in (signal.SIGINT, signal.SIGHUP):
+    if signal.getsignal(_signal) == signal.SIG_IGN:
+        signal.signal(_signal, _still_ignored)
 
 
 @pytest.fixture(scope="session", autouse=True)
