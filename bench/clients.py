@@ -83,17 +83,24 @@ async def direct(client: httpx.AsyncClient, url: str, text: str, key: str | None
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
                 continue
-            data = line[5:].strip()
-            if data == "[DONE]":
+            if openai_event(clock, line[5:].strip(), len(line)):
                 break
-            chunk = json.loads(data)
-            if "error" in chunk:  # a gateway may report a failure inside the stream
-                clock.sample.error = "in-stream error: " + str(chunk["error"])[:100]
-                break
-            choices = chunk.get("choices")
-            if choices and choices[0]["delta"].get("content"):
-                clock.mark(len(line))
     return clock.done()
+
+
+def openai_event(clock: Clock, data: str | bytes, size: int) -> bool:
+    """One OpenAI stream event's data, timed on `clock`; True once the stream is over
+    (`[DONE]`, or an error a gateway reported inside the stream)."""
+    if data in ("[DONE]", b"[DONE]"):
+        return True
+    chunk = json.loads(data)
+    if "error" in chunk:
+        clock.sample.error = "in-stream error: " + str(chunk["error"])[:100]
+        return True
+    choices = chunk.get("choices")
+    if choices and choices[0]["delta"].get("content"):
+        clock.mark(size)
+    return False
 
 
 async def sse(client: httpx.AsyncClient, url: str, token: str, user: str, text: str) -> Sample:

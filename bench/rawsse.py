@@ -16,7 +16,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 
-from bench.clients import Clock, Sample, openai_body
+from bench.clients import Clock, Sample, openai_body, openai_event
 
 LIMIT = 1 << 20
 
@@ -83,15 +83,8 @@ async def direct(url: str, text: str, key: str | None = None) -> Sample:
     events = _stream(url, openai_body(text), headers, clock)
     async with contextlib.aclosing(events):
         async for _, data in events:
-            if data == b"[DONE]":
+            if openai_event(clock, data, len(data)):
                 break
-            chunk = json.loads(data)
-            if "error" in chunk:
-                clock.sample.error = "in-stream error: " + str(chunk["error"])[:100]
-                break
-            choices = chunk.get("choices")
-            if choices and choices[0]["delta"].get("content"):
-                clock.mark(len(data))
     return clock.done()
 
 
