@@ -25,7 +25,12 @@ from chatms.adapters.openai_errors import (
     retry_after,
 )
 from chatms.adapters.sse import EventTooLarge, SSEDecoder
-from chatms.adapters.upstream_http import abandon_connection, finish_body, unlink_body
+from chatms.adapters.upstream_http import (
+    UpstreamClient,
+    abandon_connection,
+    finish_body,
+    unlink_body,
+)
 from chatms.adapters.upstream_http import build_http_client as build_http_client  # old home
 from chatms.config import UpstreamSettings
 from chatms.domain.budget import token_count
@@ -103,7 +108,7 @@ class _Ending:
 
 
 class OpenAIClient:
-    def __init__(self, http: httpx.AsyncClient, settings: UpstreamSettings) -> None:
+    def __init__(self, http: UpstreamClient, settings: UpstreamSettings) -> None:
         self.http = http
         self.settings = settings
         self.url = httpx.URL(settings.base_url.rstrip("/") + "/chat/completions")
@@ -114,8 +119,10 @@ class OpenAIClient:
             headers["authorization"] = f"Bearer {settings.api_key}"
         # Merged with the client's own headers and timeouts once, not per request
         # (`build_request` costs twice what building the request does).
-        self._headers = httpx.Headers(http.headers)
-        self._headers.update(headers)
+        merged = httpx.Headers(http.headers)
+        merged.update(headers)
+        # A request made from a stream gets no headers added: Host and Content-Length are ours.
+        self._headers = [(b"Host", self.url.netloc), *merged.raw]
         self._extensions = {"timeout": http.timeout.as_dict()}
 
     async def complete(
@@ -192,12 +199,13 @@ class OpenAIClient:
 
         Nothing has reached the caller yet, so every transient failure here may be retried.
         """
-        request = httpx.Request("POST", self.url, content=payload, headers=self._headers,
-                                extensions=self._extensions)
+        length = (b"Content-Length", str(len(payload)).encode())
+        request = httpx.Request("POST", self.url, stream=httpx.ByteStream(payload),
+                                headers=[*self._headers, length], extensions=self._extensions)
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self.http.send(request, stream=True)
+                response = await self.http.open_stream(request)
                 if response.status_code != 200:
                     body = await response.aread()
                     error = error_for_status(response.status_code, body)

@@ -71,6 +71,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, limits: httpx.Limits) -> None:
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
+        # Every request of a client carries the same timeouts: built once, not per request.
+        self._waits: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -86,17 +88,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
             self._session = self._open_session()
-        timeout = request.extensions.get("timeout", {})
-        connect, pool = timeout.get("connect"), timeout.get("pool")
-        waits = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect, sock_read=timeout.get("read"),
-            connect=None if connect is None or pool is None else connect + pool,
-        )
         body = await request.aread()
         try:
             response = await self._session.request(
                 request.method, str(request.url), headers=request.headers.multi_items(),
-                data=body or None, allow_redirects=False, timeout=waits, compress=None,
+                data=body or None, allow_redirects=False, compress=None,
+                timeout=self._waits_for(request.extensions.get("timeout", {})),
             )
         except (aiohttp.ClientError, OSError) as exc:
             raise httpx_error(exc) from None
@@ -106,13 +103,48 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                         "reason_phrase": (response.reason or "").encode()},
         )
 
+    def _waits_for(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        connect, pool, read = timeout.get("connect"), timeout.get("pool"), timeout.get("read")
+        key = (connect, pool, read)
+        waits = self._waits.get(key)
+        if waits is None:
+            if len(self._waits) > 16:  # per-request timeouts: keep a handful, not all
+                self._waits.clear()
+            waits = self._waits[key] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect, sock_read=read,
+                connect=None if connect is None or pool is None else connect + pool,
+            )
+        return waits
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
-def build_http_client(settings: UpstreamSettings) -> httpx.AsyncClient:
+class UpstreamClient(httpx.AsyncClient):
+    """httpx's client, with a shorter way to open a turn's stream (`open_stream`)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout) -> None:
+        super().__init__(timeout=timeout, transport=transport, trust_env=False)
+        self._streams = transport
+
+    async def open_stream(self, request: httpx.Request) -> httpx.Response:
+        """`send(request, stream=True)` straight to the transport.
+
+        A turn's request needs none of the client's layers (auth, redirects, cookies, event
+        hooks, its log line): skipping them is about a third of the CPU of opening the stream,
+        which every turn of a burst spends before the next one's request can leave
+        (bench/BENCHMARKS.md). Timeouts still come with the request's extensions.
+        """
+        if self.is_closed:
+            raise RuntimeError("the upstream client is closed")
+        response = await self._streams.handle_async_request(request)
+        response.request = request
+        return response
+
+
+def build_http_client(settings: UpstreamSettings) -> UpstreamClient:
     """The one pooled client every turn shares, on aiohttp's transport or httpx's own."""
     timeout = httpx.Timeout(
         connect=settings.connect_timeout,
@@ -124,11 +156,12 @@ def build_http_client(settings: UpstreamSettings) -> httpx.AsyncClient:
         max_connections=settings.max_connections,
         max_keepalive_connections=settings.max_connections,
     )
+    transport: httpx.AsyncBaseTransport
     if settings.transport == "httpx":
-        return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
-    return httpx.AsyncClient(
-        timeout=timeout, transport=AiohttpTransport(limits), trust_env=False
-    )
+        transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    else:
+        transport = AiohttpTransport(limits)
+    return UpstreamClient(transport, timeout)
 
 
 AFTER_DONE_SECONDS = 0.1  # how long the end of a body is waited for after `[DONE]`
@@ -155,7 +188,8 @@ async def finish_body(chunks: AsyncIterator[bytes]) -> None:
 
 def _httpcore_connection(response: httpx.Response) -> Any:
     """The HTTP/1.1 connection under a streamed response, or None if httpx's layout differs."""
-    stream = getattr(response.stream, "_stream", None)  # httpx's BoundAsyncStream
+    stream: Any = response.stream
+    stream = getattr(stream, "_stream", stream)  # httpx's BoundAsyncStream, if a client sent it
     stream = getattr(stream, "_httpcore_stream", None)  # httpx's AsyncResponseStream
     stream = getattr(stream, "_stream", None)  # httpcore's PoolByteStream
     return getattr(stream, "_connection", None)  # httpcore's HTTP11ConnectionByteStream

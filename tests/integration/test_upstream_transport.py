@@ -242,6 +242,39 @@ async def keep_alive_upstream(
 
 
 @TRANSPORTS
+async def test_a_turn_request_carries_its_headers_and_whole_body(
+    transport: str, fake_openai: FakeOpenAI
+) -> None:
+    """The stream is opened straight on the transport, with the headers made here."""
+    async with upstream(fake_openai.base_url, transport) as client:
+        await answer(client)
+    seen = fake_openai.requests[0]
+    netloc = fake_openai.base_url.split("/")[2]
+    assert seen.headers["host"] == netloc
+    assert seen.headers["accept"] == "text/event-stream"
+    assert seen.headers["accept-encoding"] == "identity"
+    assert seen.headers["content-type"] == "application/json"
+    assert int(seen.headers["content-length"]) == len(json.dumps(seen.body).encode())
+    assert seen.body["messages"] == [{"role": "user", "content": "hi there"}]
+    assert [k.lower() for k in seen.headers].count("content-length") == 1
+
+
+@TRANSPORTS
+async def test_a_closed_client_opens_no_new_connection(
+    transport: str, fake_openai: FakeOpenAI
+) -> None:
+    s = dataclasses.replace(UpstreamSettings(), base_url=fake_openai.base_url,
+                            api_key=API_KEY, transport=transport)
+    http = build_http_client(s)
+    client = OpenAIClient(http, s)
+    await answer(client)
+    await http.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await answer(client)
+    assert len(fake_openai.requests) == 1
+
+
+@TRANSPORTS
 async def test_answers_one_after_another_share_one_connection(transport: str) -> None:
     """The body's end is read after `[DONE]` (here it comes 20 ms later), so the connection
     goes back to the pool; and no async generator of the stream is left for the event
