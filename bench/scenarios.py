@@ -40,6 +40,9 @@ class Plan:
 
 
 TTFT_SHAPE = shape(0.1, 0.01, 5)
+WARM_SHAPE = shape(0.0, 0.0, 20)
+# Longer than the upstream pool keeps an idle connection (httpx.Limits' default, 5 s).
+POOL_EXPIRY_WAIT_S = 6.0
 TTFT_DOORS = ("direct", "grpc", "grpc-mem", "sse", "sse-mem", "grpc-noflush", "sse-noflush")
 
 
@@ -49,21 +52,32 @@ async def warm_up(h: Harness) -> None:
                  "relay-raw", "relay-aio", "grpc-httpx", "sse-httpx", "grpc-ctx", "grpc-noflush",
                  "sse-noflush", "grpc-nocoalesce", "sse-nocoalesce", *h.peers):
         # 50 at once: the database pool and the gRPC channels reach their working size.
-        await h.measure(door, shape(0.0, 0.0, 20), 50, 100, 30)
+        await h.measure(door, WARM_SHAPE, 50, 100, 30)
 
 
 async def ttft(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     """1: added time to first token at 1 and 50 streams, with and without persistence; the
-    streams read by a bare client (bench/rawsse.py; gRPC's is grpcio's, in C)."""
+    streams read by a bare client (bench/rawsse.py; gRPC's is grpcio's, in C).
+
+    Each 50-stream load follows 50 zero-delay turns through its door, so that it meets the
+    door's upstream pool warm, as after the warm-up (the one-stream loads before it leave
+    the pool idle for minutes). Then gRPC and SSE once more after the pool expired: the
+    first 50 turns open 50 new upstream connections (`-cold` rows)."""
     rows = []
     for concurrency, total in ((1, plan.ttft_n1), (50, plan.ttft_n50)):
         for door in TTFT_DOORS + h.peers:
             if concurrency > 1 and door.endswith("-noflush"):
                 continue  # compared at 50 streams in scenario 14's alternating pairs
+            if concurrency > 1:
+                await h.measure(door, WARM_SHAPE, 50, 100, 30)
             rows.append(await h.measure(door, TTFT_SHAPE, concurrency, total, 30, raw=True))
         # The instrument's own share: the same baseline read by httpx (as until now).
         row = await h.measure("direct", TTFT_SHAPE, concurrency, total, 30)
         rows.append({**row, "door": "direct-httpx"})
+    for door in ("grpc", "sse"):
+        await asyncio.sleep(POOL_EXPIRY_WAIT_S)
+        row = await h.measure(door, TTFT_SHAPE, 50, plan.ttft_n50, 30, raw=True)
+        rows.append({**row, "door": door + "-cold"})
     return rows
 
 
