@@ -21,7 +21,7 @@ from chatms.config import InboundSettings
 from chatms.domain import errors
 from chatms.domain.limits import DAILY_TOKENS, UserLimits
 from chatms.domain.media import UserInput
-from chatms.domain.texting import is_reset, phone_number, split_message
+from chatms.domain.texting import IMAGE, is_reset, media_kind, phone_number, split_message
 from chatms.service.chats import ChatService
 from chatms.service.inbound_media import TEXT_ONLY_REPLY, MediaReader, text_only
 from chatms.service.limits import UsageGate
@@ -182,7 +182,7 @@ class InboundService:
         refusal = await self._admit(job, channel, len(readable))
         if refusal is not None:
             return Answer(None, before=(*replies, *refusal))
-        read = await channel.reader.read(readable, self.chats.rules.model.model)
+        read = await channel.reader.read(readable, await self._reading_model(job, readable))
         if self.gate is not None:
             await self.gate.spend(job.sender, channel.limits, read.tokens_spent)
         replies += read.replies
@@ -190,6 +190,22 @@ class InboundService:
             return Answer(None, before=tuple(replies or [MEDIA_REPLY]))
         answer = await self._answer_message(job, channel, read.message)
         return replace(answer, before=tuple(replies))
+
+    async def _reading_model(self, job: InboundJob, messages: list[Received]) -> str:
+        """The model a burst's photos are checked against: that of the chat they go on (a
+        chat keeps the model it was started with), else the one a new chat gets."""
+        default = self.chats.rules.model.model
+        if not any(media_kind(kind) == IMAGE for m in messages for _, kind in m.media):
+            return default
+        chat_id = await self.store.active_chat(job.channel, job.sender)
+        if chat_id is None:
+            return default
+        try:  # the whole chat, read for its model: photos are rare, and cost far more
+            chat = await self.chats.chat(job.sender, chat_id)
+        except errors.ChatNotFound:
+            return default
+        # An ended chat is not continued: the answer starts a new one.
+        return chat.model if chat.status == "active" and chat.model else default
 
     async def _reset(self, job: InboundJob) -> str:
         current = await self.store.active_chat(job.channel, job.sender)
