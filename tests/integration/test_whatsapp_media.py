@@ -157,17 +157,25 @@ async def test_blocked_numbers_get_nothing_and_only_the_arrival_is_stored(
     assert set(arrivals[0].keys()) == {"channel", "message_id", "sender", "received_at"}
 
 
-async def started_chat(app: Any, sender: str, model: str) -> str:
-    """A chat of `sender` on `model` (as a web turn naming it starts one), made the chat
-    their WhatsApp messages continue."""
-    async with app.chats.turn(sender, None, "hello", "test", model=model) as turn:
+async def photo_on_chat(start_app: Any, fake_twilio: FakeTwilio, default: str, chat: str,
+                        caption: str) -> str:
+    """Under MODEL=`default`, a sender's chat started on the model `chat` (as a web turn
+    naming it starts one) and made the chat their WhatsApp messages continue; then a photo
+    with `caption` from them. Returns the reply they got."""
+    app = await started(start_app, **twilio_env(
+        fake_twilio, MODEL=default, MODELS=f"{chat}=16385", TITLES_ENABLED="false"))
+    sender = new_sender()
+    async with app.chats.turn(sender, None, "hello", "test", model=chat) as turn:
         async for _ in turn:
             pass
     await pool(app).execute(
         "INSERT INTO channel_senders (channel, sender, chat_id) VALUES ('whatsapp', $1, $2)",
         sender, uuid.UUID(turn.chat_id))
-    return str(turn.chat_id)
-
+    url = fake_twilio.add_media("image/jpeg", jpeg())
+    assert (await deliver(app, inbound_form(sender, caption, media=[(url, "image/jpeg")]))
+            ).status_code == 200
+    [post] = await fake_twilio.wait_for(sender, 1)
+    return str(post.form["Body"])
 
 
 async def test_a_photo_on_a_text_only_chat_is_not_read_under_a_vision_default(
@@ -175,32 +183,17 @@ async def test_a_photo_on_a_text_only_chat_is_not_read_under_a_vision_default(
 ) -> None:
     """A chat keeps the model it was started with: whether a photo can be read is that
     model's question, not the default MODEL's."""
-    app = await started(start_app, **twilio_env(
-        fake_twilio, MODEL="gpt-4o", MODELS="gpt-3.5-turbo=16385", TITLES_ENABLED="false"))
-    sender = new_sender()
-    await started_chat(app, sender, "gpt-3.5-turbo")
-    form = inbound_form(sender, "what colour is this?",
-                        media=[(fake_twilio.add_media("image/jpeg", jpeg()), "image/jpeg")])
-    assert (await deliver(app, form)).status_code == 200
-    [post] = await fake_twilio.wait_for(sender, 1)
-    assert post.form["Body"].startswith("Sorry, I can only read text")
-    assert "photos" not in post.form["Body"]
+    reply = await photo_on_chat(start_app, fake_twilio, "gpt-4o", "gpt-3.5-turbo", "what?")
+    assert reply.startswith("Sorry, I can only read text") and "photos" not in reply
     assert len(fake_openai.requests) == 1  # the chat's first turn only
 
 
 async def test_a_photo_on_a_vision_chat_is_read_under_a_text_only_default(
     start_app, fake_openai: FakeOpenAI, fake_twilio: FakeTwilio
 ) -> None:
-    app = await started(start_app, **twilio_env(
-        fake_twilio, MODEL="gpt-3.5-turbo", MODELS="gpt-4o", TITLES_ENABLED="false"))
-    sender = new_sender()
-    await started_chat(app, sender, "gpt-4o")
-    form = inbound_form(sender, "and this?",
-                        media=[(fake_twilio.add_media("image/jpeg", jpeg()), "image/jpeg")])
-    assert (await deliver(app, form)).status_code == 200
-    [post] = await fake_twilio.wait_for(sender, 1)
-    assert post.form["Body"] == "You said: and this? [1 image(s)]"
-    content = fake_openai.requests[-1].body["messages"][-1]["content"]
-    assert content[0] == {"type": "text", "text": "and this?"}
-    assert content[1]["type"] == "image_url"
-    assert fake_openai.requests[-1].body["model"] == "gpt-4o"
+    reply = await photo_on_chat(start_app, fake_twilio, "gpt-3.5-turbo", "gpt-4o", "and this?")
+    assert reply == "You said: and this? [1 image(s)]"
+    asked = fake_openai.requests[-1].body
+    assert asked["model"] == "gpt-4o"
+    assert asked["messages"][-1]["content"][0] == {"type": "text", "text": "and this?"}
+    assert asked["messages"][-1]["content"][1]["type"] == "image_url"
