@@ -43,7 +43,7 @@ from chatms.collector import tune_collector
 from chatms.config import DatabaseSettings, Settings
 from chatms.domain.errors import StartupError
 from chatms.entrypoints.auth import TokenCheck
-from chatms.entrypoints.grpc import ChatGrpcService, tag_requests
+from chatms.entrypoints.grpc import ChatGrpcService, tag_requests, tell_endings
 from chatms.entrypoints.grpc_codec import GuardedProtoCodec
 from chatms.entrypoints.grpc_edge import HardenedServer
 from chatms.entrypoints.health import NotReady, Ping, Readiness, grpc_health
@@ -248,6 +248,7 @@ async def build_app(settings: Settings, storage: StorageFactory = postgres_stora
             tokens=token, max_message_bytes=server.grpc_max_message_bytes,
         )
         tag_requests(grpc_server)
+        tell_endings(grpc_server)
         carry_on = settings.turns.disconnected_turns == "continue"
         metrics_token = TokenCheck(server.metrics_token) if server.metrics_token else None
         ops = ops_routes(ready, metrics, metrics_token)

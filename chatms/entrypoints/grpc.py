@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from datetime import datetime
 
 from grpclib import GRPCError
 from grpclib.const import Status
-from grpclib.events import RecvRequest, listen
+from grpclib.events import RecvRequest, SendTrailingMetadata, listen
 from grpclib.server import Server
 
 from chatms.domain import errors
@@ -21,6 +23,7 @@ from chatms.service.chats import ChatService, parse_chat_id
 from chatms.service.detached import run_detachable
 from chatms.service.ports import StoredMessage
 from chatms.service.reports import REQUEST_ID
+from chatms.service.turn import TurnResult
 
 DEFAULT_PAGE = 20
 INTERRUPTED = (
@@ -42,6 +45,23 @@ STATUS_FOR: tuple[tuple[type[errors.ChatError], Status], ...] = (
     (errors.UpstreamRejected, Status.FAILED_PRECONDITION),
     (errors.UpstreamUnavailable, Status.UNAVAILABLE),
 )
+
+
+# How a call's answer ended, for its trailing metadata (set per call, in the call's task).
+ENDING: ContextVar[dict[str, str] | None] = ContextVar("chatms_grpc_ending", default=None)
+_METADATA_VALUE = re.compile(r"[ !-~]{1,64}")  # what gRPC metadata may carry, bounded
+
+
+def tell_ending(result: TurnResult) -> None:
+    """Say in the call's trailers how its answer ended: `chatms-completion` (`complete`,
+    `too_long`, `stopped`: its messages cannot say it) and the upstream's finish reason."""
+    ending = ENDING.get()
+    if ending is None:
+        return
+    ending["chatms-completion"] = result.completion.value
+    reason = result.finish_reason
+    if reason and _METADATA_VALUE.fullmatch(reason):
+        ending["chatms-finish-reason"] = reason
 
 
 def grpc_error(exc: errors.ChatError) -> GRPCError:
@@ -80,6 +100,7 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]  # generated stubs
                         yield encode(content, position)
                 if not position:
                     yield encode("")
+            tell_ending(t.result)
         except errors.ChatError as exc:
             raise grpc_error(exc) from None
         except asyncio.CancelledError:
@@ -108,6 +129,7 @@ class ChatGrpcService(ChatServiceBase):  # type: ignore[misc]  # generated stubs
             await asyncio.shield(driver)  # the turn's own error, or storing it, ends the call
             if not position:
                 yield encode("")
+            tell_ending(turn.result)
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away (cancelled while we waited, or closed while grpclib was
             # sending): the turn goes on if the bounds allow.
@@ -223,3 +245,18 @@ def tag_requests(server: Server) -> None:
         REQUEST_ID.set(request_id_from(presented if isinstance(presented, str) else None))
 
     listen(server, RecvRequest, on_request)
+
+
+def tell_endings(server: Server) -> None:
+    """Add what `tell_ending` said during a call to its trailing metadata."""
+
+    async def on_request(event: RecvRequest) -> None:
+        ENDING.set({})  # grpclib runs the handler and sends its trailers in this task
+
+    async def on_trailers(event: SendTrailingMetadata) -> None:
+        ending = ENDING.get()
+        if ending:
+            event.metadata.extend(ending)
+
+    listen(server, RecvRequest, on_request)
+    listen(server, SendTrailingMetadata, on_trailers)

@@ -14,6 +14,7 @@ class StreamResult:
     messages: list[object] = field(default_factory=list)
     code: grpc.StatusCode = grpc.StatusCode.OK
     details: str = ""
+    trailers: dict[str, str] = field(default_factory=dict)
 
     @property
     def contents(self) -> list[str]:
@@ -35,9 +36,10 @@ async def chat_stream(
     chat_id: str | None = None,
     token: str | None = AUTH_TOKEN,
     deadline: float = 20,
+    detach: bool = False,
 ) -> StreamResult:
     pb2, pb2_grpc = grpcio_stubs()
-    request = pb2.ChatRequest(user_id=user_id, user_message=message)
+    request = pb2.ChatRequest(user_id=user_id, user_message=message, detach=detach)
     if chat_id is not None:
         request.chat_id = chat_id
     metadata = (("authorization", token),) if token is not None else ()
@@ -49,6 +51,8 @@ async def chat_stream(
         try:
             async for response in call:
                 result.messages.append(response)
+            result.trailers = dict(await call.trailing_metadata() or ())
         except grpc.aio.AioRpcError as exc:
             result.code, result.details = exc.code(), exc.details() or ""
+            result.trailers = dict(exc.trailing_metadata() or ())
     return result

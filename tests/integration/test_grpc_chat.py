@@ -28,6 +28,18 @@ async def test_new_chat_streams_cumulative_content(start_app, fake_openai: FakeO
     sent = fake_openai.requests[0].body
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+    # How the answer ended comes in the trailers: additions the course's clients ignore.
+    assert result.trailers["chatms-completion"] == "complete"
+    assert result.trailers["chatms-finish-reason"] == "stop"
+    fake_openai.queue(Script(finish_reason="length"))
+    cut = await chat_stream(target(app), user, "again", chat_id=result.chat_id)
+    assert cut.trailers["chatms-finish-reason"] == "length"
+    detached = await chat_stream(target(app), user, "alone", detach=True)
+    assert detached.answer == "You said: alone"
+    assert detached.trailers["chatms-completion"] == "complete"
+    refused = await chat_stream(target(app), user, "")
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "chatms-completion" not in refused.trailers
 
 
 async def test_continued_chat_sends_history_in_order(start_app, fake_openai: FakeOpenAI) -> None:

@@ -153,6 +153,7 @@ async def test_an_answer_over_the_limit_is_cut_stored_and_flagged(
     result = await chat_stream(target(app), new_user(), "a long one please")
     assert result.code == OK, result.details
     assert result.answer == "x" * 1000
+    assert result.trailers["chatms-completion"] == "too_long"  # what its messages cannot say
     assert (await stored_turn(database_url, result.chat_id))[1] == (
         "assistant", "x" * 1000, "too_long")
 
@@ -183,6 +184,9 @@ async def test_deeply_nested_or_odd_chunks_are_skipped(
     result = await chat_stream(target(app), user, "odd chunks", chat_id)
     assert result.code == OK, (result.code, result.details)
     assert result.answer == "fine"
+    # Not plain ASCII once its NUL is replaced: not something gRPC metadata may carry.
+    assert result.trailers["chatms-completion"] == "complete"
+    assert "chatms-finish-reason" not in result.trailers
     [row] = await fetch(database_url, "SELECT finish_reason FROM messages WHERE chat_id = $1"
                         " AND role = 'assistant' ORDER BY seq DESC LIMIT 1", chat_id)
     assert len(row["finish_reason"]) <= 64 and "\x00" not in row["finish_reason"]

@@ -158,6 +158,7 @@ async def test_end_chat_during_a_turn_stops_it_then_ends_the_chat(
         while (message := await call.read()) is not grpc.aio.EOF:
             got.append(message)
         assert await call.code() == grpc.StatusCode.OK
+        assert ("chatms-completion", "stopped") in tuple(await call.trailing_metadata())
     partial = "".join(m.content for m in got)
     assert (await rows(database_url, first.chat_id))[-1] == ("assistant", partial, "stopped")
     after = await chat_stream(grpc_target(app), user, "more?", chat_id=first.chat_id)
