@@ -37,6 +37,38 @@ class Usage:
     tokens_today: int
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRoom:
+    """What a user may still spend today under the daily quota, as counted at admission."""
+
+    left: int
+    renews_in: int  # seconds until midnight UTC
+
+    def spent(self, tokens: int) -> TokenRoom:
+        return TokenRoom(self.left - max(tokens, 0), self.renews_in)
+
+    def answer_tokens(self, prompt_tokens: int, max_tokens: int) -> int:
+        """The most an answer may take so that its turn, prompt and answer, stays within the
+        quota; raises DailyQuotaExceeded when not even the prompt fits."""
+        room = self.left - prompt_tokens
+        if room <= 0:
+            raise DailyQuotaExceeded(
+                self.renews_in,
+                f"the daily token quota has {max(self.left, 0)} tokens left today; this chat's"
+                f" prompt needs {prompt_tokens}. It renews at midnight UTC (in"
+                f" {self.renews_in} s)",
+            )
+        return min(max_tokens, room)
+
+
+def token_room(limits: UserLimits, usage: Usage) -> TokenRoom | None:
+    """The room left under the daily quota; None when there is no quota."""
+    if not limits.daily_tokens:
+        return None
+    renews_in = _seconds_until(next_midnight(usage.now), usage.now)
+    return TokenRoom(limits.daily_tokens - usage.tokens_today, renews_in)
+
+
 def minute_start(now: datetime) -> datetime:
     return now.replace(second=0, microsecond=0)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from chatms.config import ContextSettings, ModelSettings, TurnSettings
 from chatms.domain.errors import ChatError, InvalidInput, Unavailable
-from chatms.domain.limits import UserLimits
+from chatms.domain.limits import TokenRoom, UserLimits
 from chatms.domain.media import UserInput
 from chatms.service.answer_writer import AnswerFlusher
 from chatms.service.context import ContextKeeper
@@ -101,6 +101,7 @@ class ChatService:
         *,
         media: UserInput | None = None,
         limits: UserLimits | None = None,
+        room: TokenRoom | None = None,
     ) -> Turn:
         """A turn of a chat (a new one when `chat_id` is None, with `model` if it names one):
         `async with` it, then iterate its text deltas; `transport` names the door in metrics
@@ -109,8 +110,9 @@ class ChatService:
         `media` is what came with the message (a voice note's marker, photos). `limits`: the
         caller already admitted the message under these per-user limits, and the turn only
         records what it spends; without, the turn admits it under the doors' own limits.
+        `room`: what the caller's admission left under the daily quota.
         """
-        return Turn(self.kit, user_id, chat_id, text, transport, model, media, limits)
+        return Turn(self.kit, user_id, chat_id, text, transport, model, media, limits, room)
 
     def validate(
         self, user_id: str, chat_id: str | None, text: str, model: str | None = None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from chatms.config import InboundSettings
 from chatms.domain import errors
-from chatms.domain.limits import DAILY_TOKENS, UserLimits
+from chatms.domain.limits import DAILY_TOKENS, TokenRoom, UserLimits
 from chatms.domain.media import UserInput
 from chatms.domain.texting import IMAGE, is_reset, media_kind, phone_number, split_message
 from chatms.service.chats import ChatService
@@ -179,7 +179,7 @@ class InboundService:
                 readable.append(message)
         if not readable:
             return Answer(None, before=tuple(replies))
-        refusal = await self._admit(job, channel, len(readable))
+        refusal, room = await self._admit(job, channel, len(readable))
         if refusal is not None:
             return Answer(None, before=(*replies, *refusal))
         read = await channel.reader.read(readable, await self._reading_model(job, readable))
@@ -188,8 +188,9 @@ class InboundService:
         replies += read.replies
         if read.message is None:
             return Answer(None, before=tuple(replies or [MEDIA_REPLY]))
-        answer = await self._answer_message(job, channel, read.message)
-        return replace(answer, before=tuple(replies))
+        room = room.spent(read.tokens_spent) if room is not None else None
+        answer = await self._answer_message(job, channel, read.message, room)
+        return replace(answer, before=(*replies, *answer.before))
 
     async def _reading_model(self, job: InboundJob, messages: list[Received]) -> str:
         """The model a burst's photos are checked against: that of the chat they go on (a
@@ -216,36 +217,43 @@ class InboundService:
                 pass  # already gone: forgetting it is all that is left to do
         return RESET_REPLY
 
-    async def _admit(self, job: InboundJob, channel: Channel, messages: int) -> list[str] | None:
-        """None when the messages may go on; else what to send: one notice per window."""
+    async def _admit(
+        self, job: InboundJob, channel: Channel, messages: int
+    ) -> tuple[list[str] | None, TokenRoom | None]:
+        """(None, the room left under the daily quota) when the messages may go on; else
+        (what to send: one notice per window, None)."""
         if self.gate is None:
-            return None
+            return None, None
         try:
-            await self.gate.admit(job.sender, channel.limits, job.channel, messages)
+            room = await self.gate.admit(job.sender, channel.limits, job.channel, messages)
         except errors.LimitExceeded as refused:
-            if await self.gate.notice_due(job.sender, refused):
-                return [QUOTA_REPLY if refused.limit == DAILY_TOKENS else RATE_REPLY]
-            return []  # told already in this window: answered by silence
-        return None
+            return await self._refusal(job, refused), None
+        return None, room
+
+    async def _refusal(self, job: InboundJob, refused: errors.LimitExceeded) -> list[str]:
+        if self.gate is not None and await self.gate.notice_due(job.sender, refused):
+            return [QUOTA_REPLY if refused.limit == DAILY_TOKENS else RATE_REPLY]
+        return []  # told already in this window: answered by silence
 
     async def _answer_message(
-        self, job: InboundJob, channel: Channel, message: UserInput
+        self, job: InboundJob, channel: Channel, message: UserInput, room: TokenRoom | None
     ) -> Answer:
         chat_id = await self.store.active_chat(job.channel, job.sender)
         try:
-            return await self._turn(job, channel, chat_id, message)
+            return await self._turn(job, channel, chat_id, message, room)
         except (errors.ChatNotFound, errors.ChatEnded):
             if chat_id is None:
                 raise
             # The remembered chat was ended elsewhere (another door): start a new one.
-            return await self._turn(job, channel, None, message)
+            return await self._turn(job, channel, None, message, room)
 
     async def _turn(
-        self, job: InboundJob, channel: Channel, chat_id: str | None, message: UserInput
+        self, job: InboundJob, channel: Channel, chat_id: str | None, message: UserInput,
+        room: TokenRoom | None,
     ) -> Answer:
         # Admitted above, under the channel's limits: the turn only records what it spends.
         turn = self.chats.turn(job.sender, chat_id, message.text, job.channel, media=message,
-                               limits=channel.limits)
+                               limits=channel.limits, room=room)
         busy_retry = self.settings.busy_retry_seconds
         try:
             async with turn:
@@ -254,6 +262,8 @@ class InboundService:
             return Answer(turn.result.content, turn.chat_id, True, turn.answer_seq)
         except errors.ChatBusy:
             raise Retry("chat busy", busy_retry, failure=False) from None
+        except errors.LimitExceeded as refused:  # the quota left cannot cover the prompt
+            return Answer(None, before=tuple(await self._refusal(job, refused)))
         except errors.Unavailable as exc:
             raise Retry(str(exc), busy_retry, failure=True) from None
         except (errors.ChatNotFound, errors.ChatEnded):

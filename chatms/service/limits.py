@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from chatms.domain.errors import LimitExceeded
-from chatms.domain.limits import UserLimits, check
+from chatms.domain.limits import TokenRoom, UserLimits, check, token_room
 from chatms.service.ports import UsageStore
 
 log = logging.getLogger("chatms.limits")
@@ -28,19 +28,25 @@ class UsageGate:
 
     async def admit(
         self, user_id: str, limits: UserLimits, transport: str, messages: int = 1
-    ) -> None:
-        """Count the message(s) and raise LimitExceeded when the user is over a limit."""
+    ) -> TokenRoom | None:
+        """Count the message(s) and raise LimitExceeded when the user is over a limit; else
+        the room left under the daily quota (None: no quota)."""
         if not limits.enabled:
-            return
+            return None
         usage = await self.store.count_messages(user_id, messages)
         try:
             check(limits, usage)
         except LimitExceeded as refused:
             log.info("%s message refused: %s limit (retry in %ds)", transport, refused.limit,
                      refused.retry_after)
-            if self.on_refusal is not None:
-                self.on_refusal(refused.limit, transport)
+            self.refused(refused, transport)
             raise
+        return token_room(limits, usage)
+
+    def refused(self, refused: LimitExceeded, transport: str) -> None:
+        """Count a refusal (also one found after admission: a prompt the quota cannot cover)."""
+        if self.on_refusal is not None:
+            self.on_refusal(refused.limit, transport)
 
     async def spend(self, user_id: str, limits: UserLimits, tokens: int) -> None:
         """Record tokens the upstream reported for the user (only under a daily quota)."""

@@ -10,7 +10,8 @@ from dataclasses import replace
 from chatms.config import ModelSettings, TurnSettings
 from chatms.domain.budget import TokenBudget, known_context_window
 from chatms.domain.errors import InvalidInput, PayloadTooLarge
-from chatms.domain.model import Chat, Usage
+from chatms.domain.limits import TokenRoom
+from chatms.domain.model import Chat, ChatConfig, Usage
 from chatms.domain.text import is_storable
 from chatms.domain.texting import is_whatsapp_address, looks_like_whatsapp
 from chatms.service.ports import TokenCounter
@@ -107,6 +108,17 @@ class ChatRules:
         if len(text) > LONG_TEXT:
             return await asyncio.to_thread(counter.count, text)
         return counter.count(text)
+
+    @staticmethod
+    def within_quota(chat: Chat, room: TokenRoom | None) -> ChatConfig:
+        """The chat's settings for this turn's request: the answer capped so that prompt and
+        answer stay within what the daily quota has left (raises DailyQuotaExceeded when not
+        even the prompt fits). The count is ours; the upstream's may differ a little."""
+        config = chat.config
+        if room is None:
+            return config
+        tokens = room.answer_tokens(chat.prompt_tokens, config.max_tokens)
+        return config if tokens == config.max_tokens else replace(config, max_tokens=tokens)
 
     def answer_limit(self, chat: Chat) -> int:
         """Most characters of one answer kept in `chat` (MAX_ANSWER_CHARS)."""

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from chatms.config import TurnSettings
-from chatms.domain.errors import ChatError, InvalidInput, UpstreamTimeout
-from chatms.domain.limits import UserLimits
+from chatms.domain.errors import ChatError, InvalidInput, LimitExceeded, UpstreamTimeout
+from chatms.domain.limits import TokenRoom, UserLimits
 from chatms.domain.media import UserInput
 from chatms.domain.model import Chat, Completion, PendingTurn, Usage
 from chatms.service.answer import AnswerStream
@@ -103,12 +103,14 @@ class Turn:
         model: str | None = None,
         media: UserInput | None = None,
         limits: UserLimits | None = None,
+        room: TokenRoom | None = None,
     ) -> None:
         self.kit = kit
         self.model = model  # a new chat's model, when the request names one
         self.media = media
         self.admitted = limits is not None  # by the caller, under `limits`
         self.user_limits = limits if limits is not None else kit.limits.door_limits
+        self.room = room  # left under the daily quota, when the caller admitted the turn
         self.user_id = user_id
         self.chat_id = ""  # known once entered
         self.text = text
@@ -131,8 +133,14 @@ class Turn:
         kit.gate.check_open()
         chat_id = kit.rules.validate(self.user_id, self.requested_chat_id, self.text, self.model)
         if kit.usage is not None and not self.admitted:
-            await kit.usage.admit(self.user_id, self.user_limits, self.report.transport)
-        chat, pending = await self._open(chat_id)
+            self.room = await kit.usage.admit(self.user_id, self.user_limits,
+                                              self.report.transport)
+        try:
+            chat, pending = await self._open(chat_id)
+        except LimitExceeded as refused:  # the quota left cannot cover even the prompt
+            if kit.usage is not None:
+                kit.usage.refused(refused, self.report.transport)
+            raise
         self.live = LiveAnswer(chat.id, self.user_id, self._request_stop)
         writer = AnswerWriter(kit.repo, kit.flusher, kit.rules.counter_for(chat.config.model),
                               chat, pending, self.lease.lease, self.live)
@@ -166,8 +174,10 @@ class Turn:
             # A new chat's row is inserted once the first delta is on its way, never before.
             chat = rules.new_chat(self.user_id, self.model)
             tokens = await rules.count(self.text, chat.config.model)
-            return chat, chat.add_user_message(
+            pending = chat.add_user_message(
                 self.text, tokens, rules.budget_for(chat), extra, attachments)
+            self.config = rules.within_quota(chat, self.room)
+            return chat, pending
         chat = await self.lease.acquire(chat_id, self.user_id)
         try:
             if self.model and self.model != chat.config.model:
@@ -177,8 +187,10 @@ class Turn:
             if self.kit.context is None or not self.kit.context.summarizing:
                 chat.summary = None  # CONTEXT_STRATEGY=truncate: what left is forgotten
             tokens = await rules.count(self.text, chat.config.model)
-            return chat, chat.add_user_message(
+            pending = chat.add_user_message(
                 self.text, tokens, rules.budget_for(chat), extra, attachments)
+            self.config = rules.within_quota(chat, self.room)
+            return chat, pending
         except BaseException:
             await self.lease.release(chat.id)
             raise
@@ -194,7 +206,7 @@ class Turn:
             if media is not None and images:
                 # This turn asks in words beside its images; later turns see the stored text.
                 prompt[-1] = (prompt[-1][0], media.question)
-            events = self.kit.llm.complete(chat.config, prompt, self._deadline, images)
+            events = self.kit.llm.complete(self.config, prompt, self._deadline, images)
             # A new chat's row is written beside the rest of the answer, so that no database
             # work ever stands between the upstream and the first delta.
             self._answer = AnswerStream(

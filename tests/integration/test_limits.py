@@ -78,15 +78,35 @@ async def test_http_quota_is_429_with_retry_after_without_upstream_call(
             except httpx.TransportError:
                 await asyncio.sleep(0.05)
         assert ok.status_code == 200  # spends 11 prompt + 3 completion tokens (fake usage)
-        again = await http.post(url, json={"user_id": user, "user_message": "and again"})
-        refused = await http.post(url, json={"user_id": user, "user_message": "more"})
-    assert again.status_code == 200
+        # 6 tokens left: less than this turn's prompt (the whole chat so far), so refused.
+        refused = await http.post(url, json={"user_id": user, "user_message": "more",
+                                             "chat_id": ok.json()["chat_id"]})
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "quota_exceeded"
     assert "midnight UTC" in refused.json()["error"]["message"]
     assert 0 < int(refused.headers["retry-after"]) <= 86_400
-    assert len(fake_openai.requests) == 2
+    assert len(fake_openai.requests) == 1
     assert refusals(app, DAILY_TOKENS, "http") == 1
+
+
+async def test_one_turn_cannot_pass_the_daily_quota(start_app, fake_openai: FakeOpenAI) -> None:
+    """A turn's answer may take only what the quota leaves after its prompt; a prompt the
+    quota cannot cover is refused before anything goes upstream, and the chat stays free."""
+    app = await start_app(USER_DAILY_TOKENS="1000", TITLES_ENABLED="false")
+    user = new_user()
+    first = await chat_stream(grpc_target(app), user, "hi there")
+    assert first.code == grpc.StatusCode.OK, first.details
+    asked = fake_openai.requests[0].body["max_tokens"]
+    assert 1000 - 40 < asked < 1000  # not MAX_TOKENS (1024): 1000 less this turn's prompt
+    await pool(app).execute("UPDATE user_usage SET tokens = 990 WHERE user_id = $1", user)
+    refused = await chat_stream(grpc_target(app), user, "and more", first.chat_id)
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "10 tokens left" in refused.details and "midnight UTC" in refused.details
+    assert len(fake_openai.requests) == 1
+    assert refusals(app, DAILY_TOKENS, "grpc") == 1
+    await pool(app).execute("UPDATE user_usage SET tokens = 0 WHERE user_id = $1", user)
+    again = await chat_stream(grpc_target(app), user, "and more", first.chat_id)
+    assert again.code == grpc.StatusCode.OK, again.details  # the chat was not left leased
 
 
 async def test_whatsapp_is_told_once_per_window_and_nothing_goes_upstream(
@@ -108,7 +128,8 @@ async def test_whatsapp_is_told_once_per_window_and_nothing_goes_upstream(
 async def test_whatsapp_daily_quota_counts_every_token(
     start_app, fake_openai: FakeOpenAI, fake_twilio: FakeTwilio
 ) -> None:
-    app = await started(start_app, **twilio_env(fake_twilio, WHATSAPP_DAILY_TOKENS="10",
+    # 16: the first turn's prompt (15 tokens as counted here) fits, with room for 1 more.
+    app = await started(start_app, **twilio_env(fake_twilio, WHATSAPP_DAILY_TOKENS="16",
                                                 TITLES_ENABLED="false"))
     sender = new_sender()
     fake_openai.queue(Script(pieces=["short"]))
@@ -117,8 +138,9 @@ async def test_whatsapp_daily_quota_counts_every_token(
     await fake_twilio.wait_for(sender, 2)
     await wait_closed(app, sender, 3)
     bodies = [p.form["Body"] for p in fake_twilio.sent_to(sender)]
-    assert bodies == ["short", QUOTA_REPLY]
+    assert bodies == ["short", QUOTA_REPLY]  # the third: told already, answered by silence
     assert len(fake_openai.requests) == 1
+    assert fake_openai.requests[0].body["max_tokens"] == 1  # what the quota left
     spent = await pool(app).fetchval("SELECT tokens FROM user_usage WHERE user_id = $1", sender)
     assert spent == 12  # 11 prompt + 1 completion, as the fake reported them
 

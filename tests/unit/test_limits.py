@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from chatms.domain.errors import LimitExceeded
-from chatms.domain.limits import DAILY_TOKENS, RATE, Usage, UserLimits, check
+from chatms.domain.limits import DAILY_TOKENS, RATE, Usage, UserLimits, check, token_room
 
 NOON = datetime(2026, 11, 30, 12, 0, 45, tzinfo=UTC)
 
@@ -33,3 +33,17 @@ def test_quota_refuses_once_used_up_until_utc_midnight() -> None:
     assert refused.value.limit == DAILY_TOKENS
     assert refused.value.retry_after == 12 * 3600 - 45
     assert "midnight UTC" in str(refused.value)
+
+
+def test_an_answer_gets_what_the_quota_leaves_after_its_prompt() -> None:
+    assert token_room(UserLimits(messages_per_minute=3), Usage(NOON, 1, 10**9)) is None
+    room = token_room(UserLimits(daily_tokens=1000), Usage(NOON, 1, 700))
+    assert room is not None and room.left == 300 and room.renews_in == 12 * 3600 - 45
+    assert room.answer_tokens(100, 1024) == 200  # capped by the quota
+    assert room.answer_tokens(100, 50) == 50  # MAX_TOKENS is lower: kept
+    assert room.spent(250).answer_tokens(40, 1024) == 10  # a voice note's tokens came first
+    with pytest.raises(LimitExceeded) as refused:
+        room.answer_tokens(300, 1024)  # not even the prompt fits
+    assert refused.value.limit == DAILY_TOKENS
+    assert refused.value.retry_after == 12 * 3600 - 45
+    assert "300 tokens left" in str(refused.value) and "midnight UTC" in str(refused.value)
