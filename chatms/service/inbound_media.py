@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,6 +63,9 @@ class MediaPolicy:
     vision_models: tuple[str, ...] = ()
 
 
+HEARD_KEPT = 256  # voice notes whose transcripts are kept for a retried job
+
+
 def media_ref(url: str) -> str:
     """The provider's id of the media: the last segment of its URL."""
     return url.rstrip("/").rpartition("/")[2][:64]
@@ -81,6 +85,9 @@ class MediaReader:
         self.size_of = size_of
         self.counter = counter
         self.policy = policy
+        # Voice notes heard lately, by media URL: a job tried again (its chat was busy, the
+        # database away) is not fetched, transcribed and charged a second time here.
+        self._heard: OrderedDict[str, tuple[str, Attachment]] = OrderedDict()
 
     async def read(self, messages: list[Received], model: str) -> Read:
         """Read each message in order; the readable ones become one user message."""
@@ -144,6 +151,10 @@ class MediaReader:
         return UserInput(text, question, tuple(attachments), tuple(images))
 
     async def _voice(self, url: str, content_type: str) -> tuple[str, Attachment, int]:
+        kept = self._heard.get(url)
+        if kept is not None:
+            self._heard.move_to_end(url)
+            return kept[0], kept[1], 0  # its tokens were counted when it was heard
         media = await self.fetcher.fetch(url, content_type)
         try:
             heard = await self.transcriber.transcribe(media.data, content_type)
@@ -155,6 +166,9 @@ class MediaReader:
         tokens = heard.tokens if heard.tokens is not None else self.counter.count(heard.text)
         attachment = Attachment(VOICE, content_type, len(media.data), media_ref(url),
                                 heard.seconds)
+        self._heard[url] = (heard.text, attachment)
+        if len(self._heard) > HEARD_KEPT:
+            self._heard.popitem(last=False)
         return heard.text, attachment, tokens
 
     async def _photo(self, url: str, content_type: str, model: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from typing import Any
@@ -14,7 +15,7 @@ from chatms.service.inbound_media import (
     TOO_LONG_REPLY,
     TRANSCRIBE_FAILED_REPLY,
 )
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI, Script
 from tests.fakes.twilio import FakeTwilio, inbound_form, new_sender
 from tests.integration.test_history import unary
 from tests.integration.test_limits import pool, wait_closed
@@ -157,20 +158,26 @@ async def test_blocked_numbers_get_nothing_and_only_the_arrival_is_stored(
     assert set(arrivals[0].keys()) == {"channel", "message_id", "sender", "received_at"}
 
 
-async def photo_on_chat(start_app: Any, fake_twilio: FakeTwilio, default: str, chat: str,
-                        caption: str) -> str:
-    """Under MODEL=`default`, a sender's chat started on the model `chat` (as a web turn
-    naming it starts one) and made the chat their WhatsApp messages continue; then a photo
-    with `caption` from them. Returns the reply they got."""
-    app = await started(start_app, **twilio_env(
-        fake_twilio, MODEL=default, MODELS=f"{chat}=16385", TITLES_ENABLED="false"))
-    sender = new_sender()
-    async with app.chats.turn(sender, None, "hello", "test", model=chat) as turn:
+async def continued_chat(app: Any, sender: str, model: str | None = None) -> str:
+    """A chat of `sender` (started as a web turn naming `model` starts one), made the chat
+    their WhatsApp messages continue."""
+    async with app.chats.turn(sender, None, "hello", "test", model=model) as turn:
         async for _ in turn:
             pass
     await pool(app).execute(
         "INSERT INTO channel_senders (channel, sender, chat_id) VALUES ('whatsapp', $1, $2)",
         sender, uuid.UUID(turn.chat_id))
+    return str(turn.chat_id)
+
+
+async def photo_on_chat(start_app: Any, fake_twilio: FakeTwilio, default: str, chat: str,
+                        caption: str) -> str:
+    """Under MODEL=`default`, a sender's chat on the model `chat` (see `continued_chat`),
+    then a photo with `caption` from them. Returns the reply they got."""
+    app = await started(start_app, **twilio_env(
+        fake_twilio, MODEL=default, MODELS=f"{chat}=16385", TITLES_ENABLED="false"))
+    sender = new_sender()
+    await continued_chat(app, sender, chat)
     url = fake_twilio.add_media("image/jpeg", jpeg())
     assert (await deliver(app, inbound_form(sender, caption, media=[(url, "image/jpeg")]))
             ).status_code == 200
@@ -197,3 +204,29 @@ async def test_a_photo_on_a_vision_chat_is_read_under_a_text_only_default(
     assert asked["model"] == "gpt-4o"
     assert asked["messages"][-1]["content"][0] == {"type": "text", "text": "and this?"}
     assert asked["messages"][-1]["content"][1]["type"] == "image_url"
+
+
+async def test_a_voice_note_tried_again_behind_a_busy_chat_is_transcribed_once(
+    start_app, fake_openai: FakeOpenAI, fake_twilio: FakeTwilio
+) -> None:
+    app = await started(start_app, **twilio_env(fake_twilio, TITLES_ENABLED="false"))
+    sender = new_sender()
+    chat_id = await continued_chat(app, sender)
+    fake_openai.queue(Script(pieces=["a", "b", "c", "d"], gap=0.5))
+
+    async def slow_turn() -> None:  # the same chat, busy for about two seconds
+        async with app.chats.turn(sender, chat_id, "a slow one", "test") as turn:
+            async for _ in turn:
+                started_streaming.set()
+
+    started_streaming = asyncio.Event()
+    busy = asyncio.create_task(slow_turn())
+    await asyncio.wait_for(started_streaming.wait(), 10)
+    fake_openai.transcripts.append("qual a capital do Brasil")
+    url = fake_twilio.add_media("audio/ogg", OGG)
+    assert (await deliver(app, inbound_form(sender, "", media=[(url, "audio/ogg")]))
+            ).status_code == 200
+    await busy
+    [post] = await fake_twilio.wait_for(sender, 1, within=20)
+    assert post.form["Body"] == "You said: qual a capital do Brasil"
+    assert len(fake_openai.transcriptions) == 1  # the job ran twice: first the chat was busy

@@ -9,6 +9,7 @@ from chatms.domain.media import PHOTO, VOICE
 from chatms.domain.vision import ImageSize
 from chatms.service.inbound_media import (
     FETCH_FAILED_REPLY,
+    HEARD_KEPT,
     TEXT_ONLY_REPLY,
     TOO_LONG_REPLY,
     TRANSCRIBE_FAILED_REPLY,
@@ -66,6 +67,26 @@ async def test_voice_note_becomes_its_transcript_with_a_marker() -> None:
     [marker] = read.message.attachments
     assert (marker.kind, marker.content_type, marker.size, marker.ref, marker.seconds) == (
         VOICE, "audio/ogg", 7, "MEvoice", 3.5)
+
+
+async def test_a_voice_note_read_again_is_not_fetched_heard_or_charged_again() -> None:
+    """A job tried again (its chat was busy) reads its messages again: the voice note's
+    transcript is kept, and a note that could not be heard is tried again."""
+    fetcher, ear = Fetcher({VOICE_URL: b"OggS..."}), Ear(fail=True)
+    read_voice = reader(fetcher, ear)
+    note = [Received("", ((VOICE_URL, "audio/ogg"),))]
+    assert (await read_voice.read(note, "gpt-4o")).replies == (TRANSCRIBE_FAILED_REPLY,)
+    ear.fail = False
+    first = await read_voice.read(note, "gpt-4o")
+    again = await read_voice.read(note, "gpt-4o")
+    assert len(ear.heard) == 2 and len(fetcher.calls) == 2  # the failure, then once
+    assert (first.tokens_spent, again.tokens_spent) == (42, 0)
+    assert first.message == again.message
+    others = [f"{VOICE_URL}{i}" for i in range(HEARD_KEPT)]
+    for url in others:  # the kept transcripts are bounded: the oldest go first
+        fetcher.media[url] = b"OggS"
+        await read_voice.read([Received("", ((url, "audio/ogg"),))], "gpt-4o")
+    assert (await read_voice.read(note, "gpt-4o")).tokens_spent == 42
 
 
 async def test_photo_goes_as_image_content_and_is_kept_as_a_placeholder() -> None:
