@@ -110,14 +110,15 @@ class ChatRules:
         return counter.count(text)
 
     @staticmethod
-    def within_quota(chat: Chat, room: TokenRoom | None) -> ChatConfig:
-        """The chat's settings for this turn's request: the answer capped so that prompt and
-        answer stay within what the daily quota has left (raises DailyQuotaExceeded when not
-        even the prompt fits). The count is ours; the upstream's may differ a little."""
+    def within_quota(chat: Chat, room: TokenRoom | None, extra_tokens: int = 0) -> ChatConfig:
+        """The chat's settings for this turn's request: the answer capped so that prompt (with
+        this turn's images, `extra_tokens`) and answer stay within what the daily quota has
+        left (raises DailyQuotaExceeded when not even the prompt fits). The count is ours;
+        the upstream's may differ a little."""
         config = chat.config
         if room is None:
             return config
-        tokens = room.answer_tokens(chat.prompt_tokens, config.max_tokens)
+        tokens = room.answer_tokens(chat.prompt_tokens + extra_tokens, config.max_tokens)
         return config if tokens == config.max_tokens else replace(config, max_tokens=tokens)
 
     def answer_limit(self, chat: Chat) -> int:

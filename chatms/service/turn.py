@@ -176,7 +176,7 @@ class Turn:
             tokens = await rules.count(self.text, chat.config.model)
             pending = chat.add_user_message(
                 self.text, tokens, rules.budget_for(chat), extra, attachments)
-            self.config = rules.within_quota(chat, self.room)
+            self.config = rules.within_quota(chat, self.room, extra)
             return chat, pending
         chat = await self.lease.acquire(chat_id, self.user_id)
         try:
@@ -189,7 +189,7 @@ class Turn:
             tokens = await rules.count(self.text, chat.config.model)
             pending = chat.add_user_message(
                 self.text, tokens, rules.budget_for(chat), extra, attachments)
-            self.config = rules.within_quota(chat, self.room)
+            self.config = rules.within_quota(chat, self.room, extra)
             return chat, pending
         except BaseException:
             await self.lease.release(chat.id)

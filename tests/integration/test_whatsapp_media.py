@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from chatms.service.inbound import QUOTA_REPLY
 from chatms.service.inbound_media import (
     FETCH_FAILED_REPLY,
     TOO_LONG_REPLY,
@@ -230,3 +231,19 @@ async def test_a_voice_note_tried_again_behind_a_busy_chat_is_transcribed_once(
     [post] = await fake_twilio.wait_for(sender, 1, within=20)
     assert post.form["Body"] == "You said: qual a capital do Brasil"
     assert len(fake_openai.transcriptions) == 1  # the job ran twice: first the chat was busy
+
+
+async def test_a_photo_the_daily_quota_cannot_cover_is_refused_before_the_upstream(
+    start_app, fake_openai: FakeOpenAI, fake_twilio: FakeTwilio
+) -> None:
+    """A 1024x768 photo costs gpt-4o 765 prompt tokens: with 500 left, the turn would pass
+    the quota, so it is refused (the words alone would fit)."""
+    app = await started(start_app, **twilio_env(
+        fake_twilio, MODEL="gpt-4o", WHATSAPP_DAILY_TOKENS="500", TITLES_ENABLED="false"))
+    sender = new_sender()
+    url = fake_twilio.add_media("image/jpeg", jpeg())
+    assert (await deliver(app, inbound_form(sender, "what is it?", media=[(url, "image/jpeg")]))
+            ).status_code == 200
+    [post] = await fake_twilio.wait_for(sender, 1)
+    assert post.form["Body"] == QUOTA_REPLY
+    assert fake_openai.requests == []
