@@ -47,21 +47,22 @@ STATUS_FOR: tuple[tuple[type[errors.ChatError], Status], ...] = (
 )
 
 
-# How a call's answer ended, for its trailing metadata (set per call, in the call's task).
+# How a call's answer ended, for its trailing metadata (set in the call's own task).
 ENDING: ContextVar[dict[str, str] | None] = ContextVar("chatms_grpc_ending", default=None)
 _METADATA_VALUE = re.compile(r"[ !-~]{1,64}")  # what gRPC metadata may carry, bounded
 
 
 def tell_ending(result: TurnResult) -> None:
     """Say in the call's trailers how its answer ended: `chatms-completion` (`complete`,
-    `too_long`, `stopped`: its messages cannot say it) and the upstream's finish reason."""
-    ending = ENDING.get()
-    if ending is None:
-        return
-    ending["chatms-completion"] = result.completion.value
+    `too_long`, `stopped`: its messages cannot say it) and the upstream's finish reason.
+
+    Each call runs in a task of its own, which sends its trailers too: what is set here
+    reaches no other call."""
+    ending = {"chatms-completion": result.completion.value}
     reason = result.finish_reason
     if reason and _METADATA_VALUE.fullmatch(reason):
         ending["chatms-finish-reason"] = reason
+    ENDING.set(ending)
 
 
 def grpc_error(exc: errors.ChatError) -> GRPCError:
@@ -250,13 +251,9 @@ def tag_requests(server: Server) -> None:
 def tell_endings(server: Server) -> None:
     """Add what `tell_ending` said during a call to its trailing metadata."""
 
-    async def on_request(event: RecvRequest) -> None:
-        ENDING.set({})  # grpclib runs the handler and sends its trailers in this task
-
     async def on_trailers(event: SendTrailingMetadata) -> None:
         ending = ENDING.get()
         if ending:
             event.metadata.extend(ending)
 
-    listen(server, RecvRequest, on_request)
     listen(server, SendTrailingMetadata, on_trailers)
