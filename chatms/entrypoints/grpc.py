@@ -21,9 +21,9 @@ from chatms.protogen import pb
 from chatms.protogen.pb import ChatRequest, ChatResponse, ChatServiceBase
 from chatms.service.chats import ChatService, parse_chat_id
 from chatms.service.detached import run_detachable
+from chatms.service.ending import TurnResult
 from chatms.service.ports import StoredMessage
 from chatms.service.reports import REQUEST_ID
-from chatms.service.turn import TurnResult
 
 DEFAULT_PAGE = 20
 INTERRUPTED = (

@@ -18,6 +18,7 @@ from chatms.domain.media import UserInput
 from chatms.service.answer_writer import AnswerFlusher
 from chatms.service.context import ContextKeeper
 from chatms.service.detached import DetachedTurns
+from chatms.service.ending import TurnResult
 from chatms.service.lifecycle import Background, TurnGate
 from chatms.service.limits import UsageGate
 from chatms.service.live import LiveAnswers, StopOutcome
@@ -35,7 +36,7 @@ from chatms.service.ports import (
 from chatms.service.reports import REQUEST_ID, ContextObserver, TurnObserver, TurnReport
 from chatms.service.resume import AnswerStreams, Resumed
 from chatms.service.rules import ChatRules, parse_chat_id
-from chatms.service.turn import Turn, TurnKit, TurnResult
+from chatms.service.turn import Turn, TurnKit
 
 log = logging.getLogger("chatms.turns")
 

@@ -7,10 +7,11 @@ upstream reported what it cost. Limits that are off cost nothing: no statement r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from chatms.domain.errors import LimitExceeded
+from chatms.domain.errors import ChatError, LimitExceeded
 from chatms.domain.limits import TokenRoom, UserLimits, check, token_room
+from chatms.domain.model import Usage
 from chatms.service.ports import UsageStore
 
 log = logging.getLogger("chatms.limits")
@@ -52,6 +53,30 @@ class UsageGate:
         """Record tokens the upstream reported for the user (only under a daily quota)."""
         if limits.daily_tokens and tokens > 0:
             await self.store.spend_tokens(user_id, tokens)
+
+    async def spend_reported(
+        self, user_id: str, limits: UserLimits, reported: Usage | None, chat_id: str
+    ) -> None:
+        """Add what the upstream reported a turn cost to the user's day; a failure to count
+        is logged, never raised: the answer is stored by then."""
+        if reported is None:
+            return
+        try:
+            await self.spend(user_id, limits, reported.prompt_tokens + reported.completion_tokens)
+        except ChatError as exc:
+            log.warning("tokens of a turn of chat %s not counted: %s", chat_id, exc)
+
+    def spender(
+        self, user_id: str, limits: UserLimits
+    ) -> Callable[[int], Awaitable[None]] | None:
+        """What adds a summary's or title's tokens to the user's day (None: no quota)."""
+        if not limits.daily_tokens:
+            return None
+
+        async def spend(tokens: int) -> None:
+            await self.spend(user_id, limits, tokens)
+
+        return spend
 
     async def notice_due(self, user_id: str, refused: LimitExceeded) -> bool:
         """Whether to tell the user about this refusal now (once per limit window)."""

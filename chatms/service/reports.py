@@ -3,11 +3,16 @@ request id a turn carries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from chatms.domain.model import Usage
+from chatms.domain.errors import ChatError
+from chatms.domain.model import Completion, Usage
+
+log = logging.getLogger("chatms.turns")
 
 # Set by a door from the caller's `x-request-id` (or left unset for a fresh one), so each
 # door tags its turns without passing the id through every call.
@@ -32,9 +37,29 @@ class TurnReport:
     deltas: int = 0
     request_id: str = ""
 
+    def end(self, completion: Completion, exc: BaseException | None) -> None:
+        """The turn ended now, as `completion`; `exc`: what was raised from it, if anything
+        (a whole answer that was not stored is `store_failed`)."""
+        self.finished = time.perf_counter()
+        if exc is None:
+            self.outcome = "ok" if completion is Completion.COMPLETE else completion.value
+        else:
+            whole = completion in (Completion.COMPLETE, Completion.TOO_LONG)
+            self.outcome = "store_failed" if whole else completion.value
+        if isinstance(exc, ChatError):
+            self.error = type(exc).__name__
+
 
 # Called once per turn when it ends; an observer that raises is logged and skipped.
 TurnObserver = Callable[[TurnReport], None]
+
+
+def tell_observers(report: TurnReport, observers: Iterable[TurnObserver]) -> None:
+    for observe in observers:
+        try:
+            observe(report)
+        except Exception:
+            log.exception("turn observer %r failed", observe)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ A door uses a turn like this (see `ChatService.turn`):
 
 The turn is put together from small pieces, each usable alone: `ChatRules` (input and
 budget), `LeaseKeeper` (the chat's lease), `AnswerStream` (the deltas), `TurnStore` (the
-wind-down that stores) and `TurnGate` / `Background` (what shutdown waits for).
+wind-down that stores), `TurnGate` / `Background` (what shutdown waits for) and `TurnResult`
+(ending.py: how it ended).
 """
 
 from __future__ import annotations
@@ -23,19 +24,20 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from chatms.config import TurnSettings
-from chatms.domain.errors import ChatError, InvalidInput, LimitExceeded, UpstreamTimeout
+from chatms.domain.errors import ChatError, InvalidInput, LimitExceeded
 from chatms.domain.limits import TokenRoom, UserLimits
 from chatms.domain.media import UserInput
 from chatms.domain.model import Chat, Completion, PendingTurn, Usage
 from chatms.service.answer import AnswerStream
 from chatms.service.answer_writer import AnswerFlusher, AnswerWriter
 from chatms.service.context import ContextKeeper
+from chatms.service.ending import TurnResult, completion_for
 from chatms.service.lease import LeaseKeeper
 from chatms.service.lifecycle import Background, TurnGate
 from chatms.service.limits import UsageGate
 from chatms.service.live import LiveAnswer, LiveAnswers
 from chatms.service.ports import ChatRepository, CompletionClient
-from chatms.service.reports import REQUEST_ID, TurnObserver, TurnReport
+from chatms.service.reports import REQUEST_ID, TurnObserver, TurnReport, tell_observers
 from chatms.service.rules import ChatRules
 from chatms.service.storing import TurnStore
 
@@ -57,31 +59,6 @@ class TurnKit:
     observers: tuple[TurnObserver, ...] = ()
     context: ContextKeeper | None = None  # summaries and titles, after the answer
     usage: UsageGate | None = None  # per-user limits; None: no database to count in
-
-
-@dataclass(frozen=True, slots=True)
-class TurnResult:
-    """How a turn ended, as the doors show it."""
-
-    chat_id: str
-    content: str
-    completion: Completion
-    finish_reason: str | None
-    usage: Usage  # the upstream's count; else (0, the answer's tokens counted here)
-
-
-def completion_for(
-    exc: BaseException | None, accepting: bool, stopped: bool = False
-) -> Completion:
-    """Why an answer ended, from the exception that ended it (None: it is whole, or it was
-    `stopped` by the stop route)."""
-    if exc is None:
-        return Completion.STOPPED if stopped else Completion.COMPLETE
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        return Completion.CANCELLED if accepting else Completion.SHUTDOWN
-    if isinstance(exc, UpstreamTimeout | TimeoutError):
-        return Completion.TIMEOUT
-    return Completion.UPSTREAM_ERROR
 
 
 class Turn:
@@ -297,47 +274,20 @@ class Turn:
                         chat, turn_store.pending, self.new_chat,
                         self.kit.rules.budget_for(chat).prompt_limit, self._spender())
         finally:
-            await self._spend(reported)
+            if self.kit.usage is not None:
+                await self.kit.usage.spend_reported(self.user_id, self.user_limits, reported,
+                                                    self.chat_id)
 
     def _spender(self) -> Callable[[int], Awaitable[None]] | None:
-        """What adds a summary's or title's tokens to the user's day, under a quota."""
-        usage, limits, user_id = self.kit.usage, self.user_limits, self.user_id
-        if usage is None or not limits.daily_tokens:
-            return None
-
-        async def spend(tokens: int) -> None:
-            await usage.spend(user_id, limits, tokens)
-
-        return spend
-
-    async def _spend(self, reported: Usage | None) -> None:
-        """Add what the upstream reported this turn cost to the user's tokens of the day."""
         usage = self.kit.usage
-        if usage is None or reported is None:
-            return
-        try:
-            await usage.spend(self.user_id, self.user_limits,
-                              reported.prompt_tokens + reported.completion_tokens)
-        except ChatError as exc:
-            log.warning("tokens of a turn of chat %s not counted: %s", self.chat_id, exc)
+        return usage.spender(self.user_id, self.user_limits) if usage is not None else None
 
     def _finish_report(self, completion: Completion, exc: BaseException | None) -> None:
         report, answer = self.report, self._answer
-        report.finished = time.perf_counter()
         if answer is not None:
             report.finish_reason = answer.finish_reason
             report.usage = answer.usage or Usage()
             report.first_token_at = answer.first_delta_at
             report.deltas = answer.deltas
-        if exc is None:
-            report.outcome = "ok" if completion is Completion.COMPLETE else completion.value
-        else:
-            whole = completion in (Completion.COMPLETE, Completion.TOO_LONG)
-            report.outcome = "store_failed" if whole else completion.value
-        if isinstance(exc, ChatError):
-            report.error = type(exc).__name__
-        for observe in self.kit.observers:
-            try:
-                observe(report)
-            except Exception:
-                log.exception("turn observer %r failed", observe)
+        report.end(completion, exc)
+        tell_observers(report, self.kit.observers)

@@ -10,9 +10,9 @@ import pytest
 from chatms.domain.errors import Unavailable, UpstreamTimeout, UpstreamUnavailable
 from chatms.domain.model import Completion, Usage
 from chatms.service.answer import AnswerStream
+from chatms.service.ending import completion_for
 from chatms.service.lifecycle import Background, TurnGate
 from chatms.service.ports import Finished, UpstreamEvent
-from chatms.service.turn import completion_for
 
 
 class Upstream:
