@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench import clients, rawsse
+from bench import clients, rawgrpc, rawsse
 from bench.clients import Sample
 from bench.load import Summary, Turn, run_load
 from bench.procs import AUTH_TOKEN, Chatms, Sampler
@@ -68,6 +68,7 @@ class Harness:
     nocoalesce: Chatms | None = None
     sse_available: bool = False
     _stubs: dict[str, list[Any]] = field(default_factory=dict)
+    _bare: dict[str, list[rawgrpc.BareChannel]] = field(default_factory=dict)
 
     def stubs(self, sut: Chatms) -> list[Any]:
         import grpc
@@ -80,9 +81,34 @@ class Harness:
             ]
         return self._stubs[sut.grpc_target]
 
+    def sut(self, name: str) -> Chatms:
+        """The chatms process behind door `name` (gRPC, SSE, JSON and their variants)."""
+        sut = self.mem if name.endswith("-mem") else self.pg
+        if name.endswith("-httpx") and self.old is not None:
+            sut = self.old
+        if name.endswith("-ctx") and self.ctx is not None:
+            sut = self.ctx
+        if name.endswith("-noflush") and self.noflush is not None:
+            sut = self.noflush
+        if name.endswith("-nocoalesce") and self.nocoalesce is not None:
+            sut = self.nocoalesce
+        return sut
+
+    async def bare_channels(self, sut: Chatms) -> list[rawgrpc.BareChannel]:
+        """As many bare HTTP/2 connections as grpcio's channels, opened before any timing."""
+        if sut.grpc_target not in self._bare:
+            self._bare[sut.grpc_target] = await rawgrpc.open_channels(sut.grpc_target, CHANNELS)
+        return self._bare[sut.grpc_target]
+
+    async def aclose(self) -> None:
+        for channels in self._bare.values():
+            for channel in channels:
+                await channel.aclose()
+
     def door(self, name: str, text: str, raw: bool = False) -> tuple[Turn, psutil.Process | None]:
         """A turn function for door `name` and the process whose CPU it charges; `raw`: the
-        streams (direct, peer, SSE) are read by bench/rawsse.py's bare client."""
+        streams (direct, peer, SSE, gRPC) are read by the bare clients of bench/rawsse.py
+        and bench/rawgrpc.py (gRPC's connections opened by `bare_channels` beforehand)."""
         user = f"bench-{uuid.uuid4().hex[:8]}"
         if name == "direct":
             url = self.upstream.rstrip("/") + "/chat/completions"
@@ -100,15 +126,7 @@ class Harness:
             return (lambda i: clients.relay(self.relay_raw_port, text)), self.relay_raw_ps
         if name == "relay-aio":
             return (lambda i: clients.relay(self.relay_aio_port, text)), self.relay_aio_ps
-        sut = self.mem if name.endswith("-mem") else self.pg
-        if name.endswith("-httpx") and self.old is not None:
-            sut = self.old
-        if name.endswith("-ctx") and self.ctx is not None:
-            sut = self.ctx
-        if name.endswith("-noflush") and self.noflush is not None:
-            sut = self.noflush
-        if name.endswith("-nocoalesce") and self.nocoalesce is not None:
-            sut = self.nocoalesce
+        sut = self.sut(name)
         if name.startswith("sse"):
             url = sut.web_url + "/chat"
             if raw:
@@ -118,6 +136,11 @@ class Harness:
             url = sut.web_url + "/chat"
             return (
                 lambda i: clients.json_turn(self.http, url, AUTH_TOKEN, user, text)
+            ), sut.child.ps
+        if raw and sut.grpc_target in self._bare and not name.startswith("grpc-delta"):
+            bare = itertools.cycle(self._bare[sut.grpc_target])
+            return (
+                lambda i: rawgrpc.grpc_turn(next(bare), AUTH_TOKEN, user, text)
             ), sut.child.ps
         stubs = self.stubs(sut)
         delta = name.startswith("grpc-delta")
@@ -144,6 +167,8 @@ class Harness:
         if self.skipped(name):
             return {"door": name, "concurrency": concurrency,
                     "skipped": "POST /chat answers 404 (SSE door not merged)"}
+        if raw and name.startswith("grpc"):
+            await self.bare_channels(self.sut(name))
         turn, ps = self.door(name, text, raw)
         if spread:
             turn = _spread_out(turn, spread, concurrency)

@@ -165,6 +165,7 @@ async def main(quick: bool, out: Path, peer: str | None) -> dict[str, Any]:
             for door in ("grpc", "json"):
                 log(f"profile of short turns, {door} (py-spy)")
                 results[f"profile_short_{door}"] = await profiled_short(h, plan, out, door)
+            await h.aclose()
         log("scenario db (in-process, PostgresChatRepository)")
         results["db"] = await database_work(pg.url, 10 if quick else 30)
         log("scenario flush cost (in-process)")

@@ -57,7 +57,8 @@ async def warm_up(h: Harness) -> None:
 
 async def ttft(h: Harness, plan: Plan) -> list[dict[str, Any]]:
     """1: added time to first token at 1 and 50 streams, with and without persistence; the
-    streams read by a bare client (bench/rawsse.py; gRPC's is grpcio's, in C).
+    streams read by bare clients (bench/rawsse.py, bench/rawgrpc.py; rows `direct-httpx` and
+    `grpc-grpcio` read by the clients used before, so that the instruments' share shows).
 
     Each 50-stream load follows 50 zero-delay turns through its door, so that it meets the
     door's upstream pool warm, as after the warm-up (the one-stream loads before it leave
@@ -71,9 +72,13 @@ async def ttft(h: Harness, plan: Plan) -> list[dict[str, Any]]:
             if concurrency > 1:
                 await h.measure(door, WARM_SHAPE, 50, 100, 30)
             rows.append(await h.measure(door, TTFT_SHAPE, concurrency, total, 30, raw=True))
-        # The instrument's own share: the same baseline read by httpx (as until now).
+        # The instruments' own share: the baseline read by httpx, gRPC by grpcio (as before).
         row = await h.measure("direct", TTFT_SHAPE, concurrency, total, 30)
         rows.append({**row, "door": "direct-httpx"})
+        if concurrency > 1:
+            await h.measure("grpc", WARM_SHAPE, 50, 100, 30)
+        row = await h.measure("grpc", TTFT_SHAPE, concurrency, total, 30)
+        rows.append({**row, "door": "grpc-grpcio"})
     for door in ("grpc", "sse"):
         await asyncio.sleep(POOL_EXPIRY_WAIT_S)
         row = await h.measure(door, TTFT_SHAPE, 50, plan.ttft_n50, 30, raw=True)
