@@ -45,6 +45,7 @@ class FrameReader:
     buffer: bytes = b""
     settings: dict[int, int] = field(default_factory=dict)
     goaway: int | None = None
+    last_stream: int | None = None  # the GOAWAY's: the highest stream the server took in
     closed: bool = False
 
     def poll(self, wait: float = 0.0) -> None:
@@ -82,6 +83,7 @@ class FrameReader:
                     key, value = struct.unpack(">HI", payload[i:i + 6])
                     self.settings[key] = value
             elif kind == GOAWAY:
+                self.last_stream = struct.unpack(">I", payload[:4])[0] & 0x7FFFFFFF
                 self.goaway = struct.unpack(">I", payload[4:8])[0]
 
 

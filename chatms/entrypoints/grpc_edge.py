@@ -43,6 +43,8 @@ from chatms.entrypoints.listener import BoundedListener, Release
 
 # Probes carry no token; reflection tells only what protos/ says.
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Bytes handed to h2 at once: a frame of the default maximum size (16 KiB) in two slices.
+FEED_SLICE = 8192
 
 
 class ResetBudget:
@@ -187,18 +189,31 @@ class GuardedProtocol(H2Protocol):
         ]
 
     def data_received(self, data: bytes) -> None:
+        # A big read goes to h2 a slice at a time, so that a flood of resets is cut off by
+        # its GOAWAY before h2 decodes the thousands of frames a read can hold behind it.
+        if len(data) <= FEED_SLICE:
+            if self._feed(data):
+                self.connection.flush()
+            return
+        for start in range(0, len(data), FEED_SLICE):
+            if not self._feed(data[start:start + FEED_SLICE]):
+                return
+        self.connection.flush()
+
+    def _feed(self, data: bytes) -> bool:
+        """Process h2's events for `data`; False once the connection is closing."""
         try:
             events = self.connection.feed(data)
         except ProtocolError:  # h2 has queued a GOAWAY with the reason: send it, then close
             self._close()
-            return
+            return False
         for event in events:
             if not self._shaken and isinstance(event, RemoteSettingsChanged):
                 self._shaken = True
             self.processor.process(event)
             if self.connection.is_closing():
-                return
-        self.connection.flush()
+                return False
+        return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         for timer in self._timers:

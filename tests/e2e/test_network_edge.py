@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
+import socket
 import statistics
+import struct
 import time
 from pathlib import Path
 
@@ -16,11 +18,21 @@ import httpx
 import psutil
 import pytest
 
+from chatms.entrypoints.grpc_edge import FEED_SLICE
 from tests.attackers import (
+    CANCEL,
+    END_HEADERS,
     ENHANCE_YOUR_CALM,
+    HEADERS,
+    PREFACE,
+    RST_STREAM,
+    SETTINGS,
+    FrameReader,
     closed_by_server,
+    frame,
     rapid_reset,
     rapid_reset_reconnecting,
+    request_block,
     slow_post,
 )
 from tests.e2e.grpc_sync import chat
@@ -69,6 +81,32 @@ def test_rapid_reset_gets_goaway_and_memory_stays_flat(serve) -> None:
     assert sum(r.goaway == ENHANCE_YOUR_CALM for r in results) >= len(results) // 2, results
     assert all(r.max_concurrent_streams == 100 for r in results)
     assert growth < 10 * MB, f"memory grew by {growth / MB:.1f} MB"
+
+
+def test_a_flood_sent_in_one_piece_is_cut_at_its_budget(serve) -> None:
+    """Thousands of HEADERS + RST_STREAM in one write: the server stops taking streams in
+    near its reset budget (the GOAWAY's last stream id), not at the end of whatever one read
+    of the socket held."""
+    proc = serve(GRPC_MAX_RESETS="50")
+    port = int(proc.env["GRPC_SERVER_PORT"])
+    sock = socket.create_connection(("127.0.0.1", port))
+    block, rst = request_block(), struct.pack(">I", CANCEL)
+    pair = len(frame(HEADERS, END_HEADERS, 1, block) + frame(RST_STREAM, 0, 1, rst))
+    flood = b"".join(frame(HEADERS, END_HEADERS, 2 * i + 1, block)
+                     + frame(RST_STREAM, 0, 2 * i + 1, rst) for i in range(4000))
+    reader = FrameReader(sock)
+    try:
+        sock.sendall(PREFACE + frame(SETTINGS, 0, 0) + flood)
+        reader.wait_closed(10)
+    except OSError:
+        pass  # the server may close before it has read it all
+    finally:
+        sock.close()
+    assert reader.goaway == ENHANCE_YOUR_CALM and reader.last_stream is not None
+    # 50 resets, plus at most the rest of the slice of bytes h2 was decoding then (a read
+    # of the socket held 712 to 1 391 of these streams when it was fed to h2 whole).
+    taken_in = (reader.last_stream + 1) // 2
+    assert taken_in <= 50 + FEED_SLICE // pair + 1, (taken_in, pair)
 
 
 def test_finished_calls_are_forgotten_without_the_reset_budget(serve) -> None:
