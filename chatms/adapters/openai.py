@@ -13,17 +13,15 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
 from chatms.adapters.openai_errors import (
-    error_code,
     error_for_status,
     redact,
     retry_after,
 )
+from chatms.adapters.openai_wire import Ending, parse_chunks, request_body
 from chatms.adapters.sse import EventTooLarge, SSEDecoder
 from chatms.adapters.upstream_http import (
     UpstreamClient,
@@ -31,9 +29,7 @@ from chatms.adapters.upstream_http import (
     finish_body,
     unlink_body,
 )
-from chatms.adapters.upstream_http import build_http_client as build_http_client  # old home
 from chatms.config import UpstreamSettings
-from chatms.domain.budget import token_count
 from chatms.domain.errors import (
     NotConfigured,
     UpstreamError,
@@ -41,48 +37,11 @@ from chatms.domain.errors import (
     UpstreamUnavailable,
 )
 from chatms.domain.media import ImageInput
-from chatms.domain.model import ChatConfig, Usage
+from chatms.domain.model import ChatConfig
 from chatms.domain.text import storable
 from chatms.service.ports import Finished, UpstreamEvent
 
 log = logging.getLogger("chatms.openai")
-
-MAX_FINISH_REASON = 64  # characters
-
-
-def _with_images(text: str, images: Sequence[ImageInput]) -> list[dict[str, Any]]:
-    """OpenAI's content parts: the words, then each image as a data: URL."""
-    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
-    parts += [{"type": "image_url", "image_url": {"url": image.data_url, "detail": "auto"}}
-              for image in images]
-    return parts
-
-
-def request_body(
-    config: ChatConfig,
-    messages: Sequence[tuple[str, str]],
-    images: Sequence[ImageInput] = (),
-) -> dict[str, Any]:
-    """The request; `images` go with the last message (this turn's user message)."""
-    wire: list[dict[str, Any]] = [{"role": role, "content": content} for role, content in messages]
-    if images:
-        wire[-1]["content"] = _with_images(wire[-1]["content"], images)
-    body: dict[str, Any] = {
-        "model": config.model,
-        "messages": wire,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "temperature": config.temperature,
-        "top_p": config.top_p,
-        "max_tokens": config.max_tokens,
-        "presence_penalty": config.presence_penalty,
-        "frequency_penalty": config.frequency_penalty,
-    }
-    if config.stop:  # an empty list is rejected by the API (the original crashed on none)
-        body["stop"] = list(config.stop)
-    return body
-
-
 
 
 class _Retry(Exception):
@@ -94,17 +53,6 @@ class _Retry(Exception):
 
 class _EmptyStream(UpstreamUnavailable):
     """A 200 whose event stream held no event at all: a broken server more than a blip."""
-
-
-@dataclass(slots=True)
-class _Ending:
-    """What the chunks said so far about how the answer ends (private to one stream)."""
-
-    deadline: float
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    done: bool = False  # `[DONE]` arrived
-    failure: UpstreamError | None = None  # an error object arrived
 
 
 class OpenAIClient:
@@ -139,7 +87,7 @@ class OpenAIClient:
         if not self.settings.api_key:
             raise NotConfigured("OPENAI_API_KEY is not set; the service cannot answer")
         payload = json.dumps(request_body(config, messages, images)).encode()
-        ending = _Ending(deadline)
+        ending = Ending(deadline)
         response, events, first = await self._first_delta_with_retries(payload, ending)
         whole = False
         try:
@@ -155,7 +103,7 @@ class OpenAIClient:
         yield Finished(ending.finish_reason, ending.usage)
 
     async def _first_delta_with_retries(
-        self, payload: bytes, ending: _Ending
+        self, payload: bytes, ending: Ending
     ) -> tuple[httpx.Response, AsyncGenerator[str, None], str | None]:
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -193,7 +141,7 @@ class OpenAIClient:
         unlink_body(response)
 
     async def _until_first_delta(
-        self, payload: bytes, ending: _Ending, deadline: float
+        self, payload: bytes, ending: Ending, deadline: float
     ) -> tuple[httpx.Response, AsyncGenerator[str, None], str | None]:
         """Open the stream and read it up to the first text delta, within the deadline.
 
@@ -243,7 +191,7 @@ class OpenAIClient:
             unlink_body(response)
 
     async def _events(
-        self, chunks: AsyncIterator[bytes], ending: _Ending
+        self, chunks: AsyncIterator[bytes], ending: Ending
     ) -> AsyncGenerator[str, None]:
         """Text deltas from the SSE byte stream, recording the finish reason and usage.
 
@@ -259,7 +207,7 @@ class OpenAIClient:
                     raise UpstreamTimeout("the answer took longer than the turn time limit")
                 fed = decoder.feed(chunk)
                 events += len(fed)
-                texts = self._parse(fed, ending)
+                texts = parse_chunks(fed, ending)
                 if texts:
                     # NUL and lone surrogates cannot be stored (nor sent over gRPC).
                     yield storable(texts[0] if len(texts) == 1 else "".join(texts))
@@ -271,7 +219,7 @@ class OpenAIClient:
             else:
                 fed = decoder.close()
                 events += len(fed)
-                texts = self._parse(fed, ending)
+                texts = parse_chunks(fed, ending)
                 if texts:
                     yield storable("".join(texts))
                 if ending.failure is not None:
@@ -292,55 +240,3 @@ class OpenAIClient:
                 raise _EmptyStream("upstream answered 200 with an empty event stream")
             # Some OpenAI-compatible servers omit [DONE]; a finish reason says the answer is whole.
             raise UpstreamUnavailable("upstream stream ended before the answer was finished")
-
-    @staticmethod
-    def _parse(events: list[bytes], ending: _Ending) -> list[str]:
-        """The text deltas of `events` up to `[DONE]` (which sets `ending.done`).
-
-        One network read can bring the last deltas and `[DONE]` (or an error) together:
-        they are kept, and an error object is left in `ending.failure`.
-
-        Chunks are checked for shape, not trusted: a part that is not what OpenAI sends is
-        skipped with a warning, like a line that is not JSON.
-        """
-        texts: list[str] = []
-        for data in events:
-            if data == b"[DONE]":
-                ending.done = True
-                break
-            try:
-                chunk = json.loads(data)
-            except (ValueError, RecursionError):  # RecursionError: nested past the C parser
-                log.warning("upstream sent a malformed SSE data line; skipped")
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if chunk.get("error"):
-                code = error_code(data)
-                # The code only: the upstream's own text may quote the prompt or the key.
-                log.warning("upstream error mid-stream (%s)", code or "no error code")
-                # Raised once the deltas before it (maybe from the same read) went out.
-                ending.failure = UpstreamUnavailable(
-                    "upstream reported an error mid-stream" + (f" ({code})" if code else "")
-                )
-                break
-            choices = chunk.get("choices")
-            choice = choices[0] if isinstance(choices, list) and choices else None
-            if isinstance(choice, dict):
-                delta = choice.get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else None
-                if isinstance(text, str) and text:
-                    texts.append(text)
-                reason = choice.get("finish_reason")
-                if isinstance(reason, str) and reason:
-                    # Stored beside the answer: OpenAI's are short words.
-                    ending.finish_reason = storable(reason[:MAX_FINISH_REASON])
-            elif choice is not None:
-                log.warning("upstream sent a chunk of an unexpected shape; skipped")
-            usage = chunk.get("usage")
-            if isinstance(usage, dict):
-                prompt = token_count(usage.get("prompt_tokens"))
-                completion = token_count(usage.get("completion_tokens"))
-                if prompt is not None and completion is not None:
-                    ending.usage = Usage(prompt, completion)
-        return texts

@@ -16,17 +16,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from chatms.domain import errors
-from chatms.entrypoints.http_chat import (
-    SSE_HEADERS,
-    HttpChat,
-    _event,
-    _guarded,
-    _text_field,
-    _unauthorized,
-    _until_disconnect,
-    delta_event,
-)
+from chatms.entrypoints.http_chat import HttpChat, map_errors, text_field, unauthorized
 from chatms.entrypoints.http_errors import error_body, http_error
+from chatms.entrypoints.http_sse import SSE_HEADERS, delta_event, sse_event, until_disconnect
 from chatms.service.resume import Resumed
 
 MAX_POSITION_DIGITS = 10
@@ -54,7 +46,7 @@ class ResumeExchange:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         work = asyncio.ensure_future(self._send_all(send))
-        gone = asyncio.ensure_future(_until_disconnect(receive))
+        gone = asyncio.ensure_future(until_disconnect(receive))
         try:
             await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -77,13 +69,13 @@ class ResumeExchange:
         except errors.ChatError as exc:
             _, code = http_error(exc)
             await send({"type": "http.response.body", "more_body": False,
-                        "body": _event(b"error", error_body(code, str(exc)))})
+                        "body": sse_event(b"error", error_body(code, str(exc)))})
             return
         completion = self.resumed.completion
         done = {"chat_id": self.chat_id, "position": position,
                 "completion": completion.value if completion else None}
         await send({"type": "http.response.body", "more_body": False,
-                    "body": _event(b"done", done)})
+                    "body": sse_event(b"done", done)})
 
 
 def stream_routes(chat: HttpChat) -> list[BaseRoute]:
@@ -91,7 +83,7 @@ def stream_routes(chat: HttpChat) -> list[BaseRoute]:
 
     async def resume(request: Request) -> Response:
         if not chat._authorized(request):
-            return _unauthorized()
+            return unauthorized()
         last = request.headers.get("last-event-id")
         after = _position(last if last is not None else request.query_params.get("after"))
         user_id = request.query_params.get("user_id", "")
@@ -101,15 +93,15 @@ def stream_routes(chat: HttpChat) -> list[BaseRoute]:
 
     async def stop(request: Request) -> Response:
         if not chat._authorized(request):
-            return _unauthorized()
+            return unauthorized()
         data = await chat._body(request)
-        user_id = _text_field(data, "user_id")
+        user_id = text_field(data, "user_id")
         assert user_id is not None
         outcome = await chats.stop(user_id, request.path_params["chat_id"])
         return JSONResponse({"chat_id": outcome.chat_id, "stopped": outcome.stopped,
                              "position": outcome.position})
 
     return [
-        Route("/chats/{chat_id}/stream", _guarded(resume), methods=["GET"]),
-        Route("/chats/{chat_id}/stop", _guarded(stop), methods=["POST"]),
+        Route("/chats/{chat_id}/stream", map_errors(resume), methods=["GET"]),
+        Route("/chats/{chat_id}/stop", map_errors(stop), methods=["POST"]),
     ]
