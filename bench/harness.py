@@ -96,9 +96,13 @@ class Harness:
 
     async def bare_channels(self, sut: Chatms) -> list[rawgrpc.BareChannel]:
         """As many bare HTTP/2 connections as grpcio's channels, opened before any timing."""
-        if sut.grpc_target not in self._bare:
-            self._bare[sut.grpc_target] = await rawgrpc.open_channels(sut.grpc_target, CHANNELS)
-        return self._bare[sut.grpc_target]
+        channels = self._bare.get(sut.grpc_target, [])
+        if not channels or any(channel.closed for channel in channels):  # e.g. idle GOAWAY
+            for channel in channels:
+                await channel.aclose()
+            channels = await rawgrpc.open_channels(sut.grpc_target, CHANNELS)
+            self._bare[sut.grpc_target] = channels
+        return channels
 
     async def aclose(self) -> None:
         for channels in self._bare.values():

@@ -26,7 +26,7 @@ DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION =
     0, 1, 3, 4, 6, 7, 8, 9)
 END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY = 0x4, 0x8, 0x20
-HEADER_TABLE_SIZE, INITIAL_WINDOW_SIZE = 0x1, 0x4
+HEADER_TABLE_SIZE, ENABLE_PUSH, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x1, 0x2, 0x4, 0x5
 WIDE = 2**31 - 1  # the largest window HTTP/2 allows
 DEFAULT_WINDOW = 65535
 CHAT_STREAM = "/pb.ChatService/ChatStream"
@@ -78,6 +78,8 @@ class BareCall:
             self.end(None)
 
     def end(self, error: str | None) -> None:
+        if self.ended:  # a reset or a lost connection after the trailers changes nothing
+            return
         self.ended = True
         if error is not None and self.error is None:
             self.error = error
@@ -96,13 +98,14 @@ class BareChannel:
         self.next_id = 1
         self.send_window = DEFAULT_WINDOW  # the connection's, for our request bodies
         self.stream_window = DEFAULT_WINDOW  # each new stream's, as the server set it
+        self.max_frame = 16384  # the largest frame the server takes, as it set it
         self.window_opened = asyncio.Event()
         self.received = 0
         self.closed: str | None = None
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        settings = struct.pack(">HI", INITIAL_WINDOW_SIZE, WIDE)
+        settings = struct.pack(">HIHI", ENABLE_PUSH, 0, INITIAL_WINDOW_SIZE, WIDE)
         self.writer.write(PREFACE + frame(SETTINGS, 0, 0, settings)
                           + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WIDE - DEFAULT_WINDOW)))
         self.task = asyncio.create_task(self._read())
@@ -131,8 +134,10 @@ class BareChannel:
             (":method", "POST"), (":scheme", "http"), (":path", path),
             (":authority", f"{self.host}:{self.port}"), ("content-type", "application/grpc"),
             ("te", "trailers"), *metadata])
-        self.writer.write(frame(HEADERS, END_HEADERS, stream, block)
-                          + frame(DATA, END_STREAM, stream, body))
+        pieces = [body[at:at + self.max_frame] for at in range(0, len(body), self.max_frame)]
+        self.writer.write(frame(HEADERS, END_HEADERS, stream, block) + b"".join(
+            frame(DATA, END_STREAM if at == len(pieces) - 1 else 0, stream, piece)
+            for at, piece in enumerate(pieces)))
         try:
             while (message_out := await call.queue.get()) is not None:
                 yield message_out
@@ -151,12 +156,16 @@ class BareChannel:
                 stream = int.from_bytes(head[5:9], "big") & WIDE
                 payload = await self.reader.readexactly(size) if size else b""
                 if kind == HEADERS:
+                    payload = _unpad(flags, payload, True)
+                    flags &= ~(PADDED | PRIORITY)
                     while not flags & END_HEADERS:  # CONTINUATION frames follow at once
                         more = await self.reader.readexactly(9)
                         payload += await self.reader.readexactly(int.from_bytes(more[:3], "big"))
                         flags |= more[4] & END_HEADERS
                 self._frame(kind, flags, stream, payload)
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a lost connection, or a frame this client cannot read
             self._close(f"connection lost: {type(exc).__name__}")
 
     def _frame(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
@@ -168,7 +177,7 @@ class BareChannel:
                 if flags & END_STREAM:
                     call.end(None)
         elif kind == HEADERS:
-            fields = self.decoder.decode(_unpad(flags, payload, True))  # always: HPACK's state
+            fields = self.decoder.decode(payload)  # every block, in order: HPACK's state
             if call is not None:
                 call.headers([(str(k), str(v)) for k, v in fields], bool(flags & END_STREAM))
         elif kind == RST_STREAM and call is not None:
@@ -188,6 +197,8 @@ class BareChannel:
             key, value = struct.unpack(">HI", payload[at:at + 6])
             if key == INITIAL_WINDOW_SIZE:
                 self.stream_window = value
+            elif key == MAX_FRAME_SIZE:
+                self.max_frame = value
             elif key == HEADER_TABLE_SIZE:
                 self.encoder.header_table_size = value
         self.writer.write(frame(SETTINGS, ACK, 0))

@@ -183,13 +183,14 @@ async def _on_and_off(h: Harness, door: str, i: int, text: str, concurrency: int
 
 async def _ttft_pairs(h: Harness, door: str, pairs: int) -> dict[str, Any]:
     """TTFT p50 at 50 streams, on and off in alternating order: medians of the p50s."""
-    on, off = [], []
+    on, off, errors = [], [], 0
     for i in range(pairs):
         rows = await _on_and_off(h, door, i, TTFT_SHAPE, 50, 100, 30, raw=True)
         on.append(rows[0]["ttft_p50_ms"])
         off.append(rows[1]["ttft_p50_ms"])
+        errors += rows[0]["errors"] + rows[1]["errors"]
     return {"ttft50_p50_ms_on": statistics.median(on), "ttft50_p50_ms_off": statistics.median(off),
-            "ttft50_runs": [on, off]}
+            "ttft50_runs": [on, off], "ttft50_errors": errors}
 
 
 async def http_writes(h: Harness, plan: Plan) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from chatms.domain.errors import ChatError, LimitExceeded
+from chatms.domain.errors import LimitExceeded
 from chatms.domain.limits import TokenRoom, UserLimits, check, token_room
 from chatms.domain.model import Usage
 from chatms.service.ports import UsageStore
@@ -55,16 +55,11 @@ class UsageGate:
             await self.store.spend_tokens(user_id, tokens)
 
     async def spend_reported(
-        self, user_id: str, limits: UserLimits, reported: Usage | None, chat_id: str
+        self, user_id: str, limits: UserLimits, reported: Usage | None
     ) -> None:
-        """Add what the upstream reported a turn cost to the user's day; a failure to count
-        is logged, never raised: the answer is stored by then."""
-        if reported is None:
-            return
-        try:
+        """Add what the upstream reported a turn cost to the user's day."""
+        if reported is not None:
             await self.spend(user_id, limits, reported.prompt_tokens + reported.completion_tokens)
-        except ChatError as exc:
-            log.warning("tokens of a turn of chat %s not counted: %s", chat_id, exc)
 
     def spender(
         self, user_id: str, limits: UserLimits

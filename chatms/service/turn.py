@@ -274,9 +274,16 @@ class Turn:
                         chat, turn_store.pending, self.new_chat,
                         self.kit.rules.budget_for(chat).prompt_limit, self._spender())
         finally:
-            if self.kit.usage is not None:
-                await self.kit.usage.spend_reported(self.user_id, self.user_limits, reported,
-                                                    self.chat_id)
+            await self._spend(reported)
+
+    async def _spend(self, reported: Usage | None) -> None:
+        """Count what the turn cost (stored by now: a failure to count is only logged)."""
+        if self.kit.usage is None:
+            return
+        try:
+            await self.kit.usage.spend_reported(self.user_id, self.user_limits, reported)
+        except ChatError as exc:
+            log.warning("tokens of a turn of chat %s not counted: %s", self.chat_id, exc)
 
     def _spender(self) -> Callable[[int], Awaitable[None]] | None:
         usage = self.kit.usage

@@ -96,17 +96,20 @@ def test_a_flood_sent_in_one_piece_is_cut_at_its_budget(serve) -> None:
                      + frame(RST_STREAM, 0, 2 * i + 1, rst) for i in range(4000))
     reader = FrameReader(sock)
     try:
-        sock.sendall(PREFACE + frame(SETTINGS, 0, 0) + flood)
+        try:
+            sock.sendall(PREFACE + frame(SETTINGS, 0, 0) + flood)
+        except OSError:
+            pass  # the server may close before it has read it all; its GOAWAY is still there
         reader.wait_closed(10)
-    except OSError:
-        pass  # the server may close before it has read it all
     finally:
         sock.close()
     assert reader.goaway == ENHANCE_YOUR_CALM and reader.last_stream is not None
-    # 50 resets, plus at most the rest of the slice of bytes h2 was decoding then (a read
-    # of the socket held 712 to 1 391 of these streams when it was fed to h2 whole).
+    # No token: each call is refused, which spends the budget of 50 (the client's resets
+    # of streams already closed are ignored by h2). Beyond those, at most the rest of the
+    # slice h2 was decoding then, and 2 for the budget's refill meanwhile. Fed to h2 whole,
+    # a read of the socket held 712 to 1 391 of these streams.
     taken_in = (reader.last_stream + 1) // 2
-    assert taken_in <= 50 + FEED_SLICE // pair + 1, (taken_in, pair)
+    assert taken_in <= 50 + FEED_SLICE // pair + 1 + 2, (taken_in, pair)
 
 
 def test_finished_calls_are_forgotten_without_the_reset_budget(serve) -> None:
