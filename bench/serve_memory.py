@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from chatms.builder import Storage, build_app
+from chatms.builder import build_app
 from chatms.collector import tune_collector
 from chatms.config import Settings, load_settings
 from chatms.entrypoints.cli import configure_logging, run
 from chatms.observability.metrics import Metrics
+from chatms.storage import Storage
 from tests.fakes.memory import MemoryChatRepository
 
 

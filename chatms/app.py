@@ -11,7 +11,6 @@ import errno
 import logging
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 
@@ -23,9 +22,7 @@ from chatms.entrypoints.listener import bind, connection_cap, raise_file_limit
 from chatms.observability.metrics import Metrics
 from chatms.service.chats import ChatService
 from chatms.service.inbound_worker import InboundWorker
-
-if TYPE_CHECKING:  # the builder imports this module
-    from chatms.builder import Storage
+from chatms.storage import Storage
 
 log = logging.getLogger("chatms")
 

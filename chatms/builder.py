@@ -1,9 +1,8 @@
 """The composition root's builder: every part chatms runs, built from the settings.
 
 `build_app` returns an `App` whose parts are all there (nothing is filled in later);
-`App.start` only starts listening. `open_database` is the one way to a migrated PostgreSQL,
-used by `build_app` and by `chatms migrate`. The benchmark's in-memory run hands
-`build_app` a storage of its own instead of PostgreSQL.
+`App.start` only starts listening. Storage comes from chatms/storage.py: PostgreSQL by
+default; the benchmark's in-memory run hands `build_app` a storage of its own.
 """
 
 from __future__ import annotations
@@ -14,24 +13,13 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
 
-import asyncpg
 import httpx
 
-from chatms.adapters.context_store import PostgresContextStore
-from chatms.adapters.embedded_postgres import EmbeddedPostgres
 from chatms.adapters.images import image_size
-from chatms.adapters.inbound_store import PostgresInboundStore
-from chatms.adapters.limits_store import PostgresUsageStore
-from chatms.adapters.migrator import migrate, pending_migrations
 from chatms.adapters.openai import OpenAIClient
 from chatms.adapters.openai_whole import OpenAIWholeClient
-from chatms.adapters.pg_listen import PostgresListener
-from chatms.adapters.pgpool import QueryObserver, create_pool
-from chatms.adapters.postgres_connect import wait_for_database
 from chatms.adapters.tokenizer import load_counters
 from chatms.adapters.transcription import OpenAITranscriber
 from chatms.adapters.twilio import TwilioSender, build_twilio_http
@@ -40,7 +28,7 @@ from chatms.adapters.upstream_http import build_http_client
 from chatms.adapters.upstream_probe import check_upstream
 from chatms.app import App
 from chatms.collector import tune_collector
-from chatms.config import DatabaseSettings, Settings
+from chatms.config import Settings
 from chatms.domain.errors import StartupError
 from chatms.entrypoints.auth import TokenCheck
 from chatms.entrypoints.grpc import ChatGrpcService, tag_requests, tell_endings
@@ -63,106 +51,12 @@ from chatms.service.inbound_worker import InboundWorker, UndeliveredObserver
 from chatms.service.limits import UsageGate
 from chatms.service.ports import (
     BurstRule,
-    ChatRepository,
-    ContextStore,
     InboundStore,
     TokenCounter,
-    UsageStore,
 )
+from chatms.storage import StorageFactory, postgres_storage
 
 log = logging.getLogger("chatms")
-
-
-@dataclass(frozen=True)
-class Database:
-    """A migrated PostgreSQL: the pool, and the embedded server when we started one."""
-
-    pool: asyncpg.Pool
-    embedded: EmbeddedPostgres | None
-    applied: list[str]  # the migrations applied on opening
-    url: str = ""  # for connections of its own (the LISTEN connection)
-
-    async def close(self) -> None:
-        await self.pool.close()
-        if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
-
-
-async def open_database(
-    settings: DatabaseSettings, on_query: QueryObserver | None = None, max_size: int | None = None
-) -> Database:
-    """Connect (starting the embedded PostgreSQL when no URL is set), pool, and migrate."""
-    embedded = None
-    url = settings.url
-    if url is None:
-        embedded = EmbeddedPostgres(Path(settings.data_dir))
-        try:
-            url = await asyncio.to_thread(embedded.start)
-        except BaseException:
-            # Cancelled (Ctrl-C) while starting: stop waits for the start and undoes it.
-            await asyncio.shield(asyncio.to_thread(embedded.stop))
-            raise
-    else:
-        await wait_for_database(url, settings.connect_timeout)
-    try:
-        pool = await create_pool(url, settings, max_size=max_size, on_query=on_query)
-        try:
-            applied = await migrate(pool)
-        except BaseException:
-            await pool.close()
-            raise
-    except BaseException:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
-        raise
-    return Database(pool, embedded, applied, url)
-
-
-@dataclass(frozen=True)
-class Storage:
-    """Where chats and inbound work are kept, what readiness asks of it, and how it closes."""
-
-    chats: ChatRepository
-    inbound: InboundStore | None  # None: text channels are off
-    usage: UsageStore | None = None  # None: per-user limits cannot be counted (all off)
-    context: ContextStore | None = None  # None: no summaries or titles
-    checks: Mapping[str, Ping] = field(default_factory=dict)
-    database: Database | None = None  # the PostgreSQL behind it, when it is one
-    # What other replicas' turns say (progress, ends, stop requests); None: one process.
-    signals: PostgresListener | None = None
-
-    async def close(self) -> None:
-        if self.signals is not None:
-            await self.signals.stop()
-        if self.database is not None:
-            await self.database.close()
-
-
-StorageFactory = Callable[[Settings, Metrics], Awaitable[Storage]]
-
-
-async def postgres_storage(settings: Settings, metrics: Metrics) -> Storage:
-    """Chats and inbound work in PostgreSQL, ready when it answers and its schema is current."""
-    db = await open_database(settings.database, on_query=metrics.observe_query)
-    repo = PostgresContextStore(db.pool, settings.database)
-
-    async def migrations() -> None:
-        pending = await pending_migrations(db.pool)
-        if pending:
-            raise NotReady("pending: " + ", ".join(pending))
-
-    # Outside the pool: a LISTEN connection is never handed to anyone else.
-    signals = PostgresListener(db.url)
-    await signals.start()
-    return Storage(
-        chats=repo,
-        inbound=PostgresInboundStore(db.pool, settings.database),
-        usage=PostgresUsageStore(db.pool, settings.database),
-        context=repo,
-        checks={"database": repo.ping, "migrations": migrations},
-        database=db,
-        signals=signals,
-    )
 
 
 def service_token(settings: Settings) -> str:
@@ -316,6 +210,4 @@ async def serve_forever(settings: Settings) -> int:
     return 0
 
 
-__all__ = [
-    "Database", "Storage", "build_app", "open_database", "postgres_storage", "serve_forever",
-]
+__all__ = ["build_app", "serve_forever"]

@@ -58,7 +58,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 async def _migrate(settings: Settings) -> int:
-    from chatms.builder import open_database
+    from chatms.storage import open_database
 
     database = await open_database(settings.database, max_size=1)
     await database.close()

@@ -6,8 +6,6 @@ to HTTP statuses in the one table in `http_errors.py`.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,41 +16,13 @@ from starlette.types import ASGIApp
 
 from chatms.domain import errors
 from chatms.entrypoints.auth import TokenCheck
-from chatms.entrypoints.http_edge import BodyTimeout, BodyTooLarge, read_body
-from chatms.entrypoints.http_errors import chat_error_response, error_response
+from chatms.entrypoints.http_requests import RequestReader, map_errors, text_field, unauthorized
+from chatms.entrypoints.http_streams import stream_routes
 from chatms.entrypoints.http_turn import TurnExchange
 from chatms.service.chats import ChatService, parse_chat_id
 from chatms.service.ports import StoredMessage
 
 DEFAULT_PAGE = 20
-
-# Starlette runs whatever ASGI app an endpoint returns: a Response, or a TurnExchange.
-Endpoint = Callable[[Request], Awaitable[Response | ASGIApp]]
-
-
-def map_errors(endpoint: Endpoint) -> Endpoint:
-    """Turn domain errors raised before a response exists into JSON errors."""
-
-    async def guarded(request: Request) -> Response | ASGIApp:
-        try:
-            return await endpoint(request)
-        except errors.ChatError as exc:
-            return chat_error_response(exc)
-        except BodyTimeout as exc:  # the client is too slow to be worth keeping
-            response = error_response(408, "request_timeout", str(exc))
-            response.headers["connection"] = "close"
-            return response
-
-    return guarded
-
-
-def text_field(data: dict[str, Any], name: str, required: bool = True) -> str | None:
-    value = data.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str):
-        raise errors.InvalidInput(f"{name} must be a string")
-    return value
 
 
 def _stamp(value: datetime) -> str:
@@ -75,14 +45,9 @@ def _stored(m: StoredMessage) -> dict[str, Any]:
 
 
 class HttpChat:
-    def __init__(
-        self, chats: ChatService, tokens: TokenCheck, max_body_bytes: int,
-        body_timeout: float, carry_on: bool = True,
-    ) -> None:
+    def __init__(self, chats: ChatService, requests: RequestReader, carry_on: bool = True) -> None:
         self.chats = chats
-        self.tokens = tokens
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout = body_timeout
+        self.requests = requests
         self.carry_on = carry_on  # DISCONNECTED_TURNS=continue
 
     def routes(self) -> list[BaseRoute]:
@@ -91,39 +56,12 @@ class HttpChat:
             Route("/chats", map_errors(self.list_chats), methods=["GET"]),
             Route("/chats/{chat_id}", map_errors(self.get_chat), methods=["GET"]),
             Route("/chats/{chat_id}/end", map_errors(self.end_chat), methods=["POST"]),
-            *_stream_routes(self),
         ]
 
-    def _authorized(self, request: Request) -> bool:
-        return self.tokens.accepts(request.headers.get("authorization"))
-
-    async def _body(self, request: Request) -> dict[str, Any]:
-        """The JSON object in the body, refused once it passes the byte limit."""
-        limit = self.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not (declared.isascii() and declared.isdigit()):
-                raise errors.InvalidInput("Content-Length is not a number")
-            if int(declared) > limit:
-                raise errors.PayloadTooLarge(f"request body is larger than {limit} bytes")
-        try:
-            body = await read_body(request, limit, self.body_timeout)
-        except BodyTooLarge as exc:
-            raise errors.PayloadTooLarge(str(exc)) from None
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise errors.InvalidInput("request body is not valid JSON") from None
-        except RecursionError:  # json's parser recurses once per nesting level
-            raise errors.InvalidInput("request body is nested too deeply") from None
-        if not isinstance(data, dict):
-            raise errors.InvalidInput("request body must be a JSON object")
-        return data
-
     async def chat(self, request: Request) -> Response | ASGIApp:
-        if not self._authorized(request):
+        if not self.requests.authorized(request):
             return unauthorized()
-        data = await self._body(request)
+        data = await self.requests.json_body(request)
         user_id = text_field(data, "user_id")
         text = text_field(data, "user_message")
         chat_id = text_field(data, "chat_id", required=False)
@@ -135,7 +73,7 @@ class HttpChat:
         return TurnExchange(self.chats, user_id, chat_id, text, sse, model or None, self.carry_on)
 
     async def list_chats(self, request: Request) -> Response:
-        if not self._authorized(request):
+        if not self.requests.authorized(request):
             return unauthorized()
         raw_limit = request.query_params.get("limit")
         if raw_limit is not None and not (raw_limit.isascii() and raw_limit.isdigit()):
@@ -156,7 +94,7 @@ class HttpChat:
         })
 
     async def get_chat(self, request: Request) -> Response:
-        if not self._authorized(request):
+        if not self.requests.authorized(request):
             return unauthorized()
         chat = await self.chats.chat(
             request.query_params.get("user_id", ""), request.path_params["chat_id"]
@@ -176,9 +114,9 @@ class HttpChat:
         })
 
     async def end_chat(self, request: Request) -> Response:
-        if not self._authorized(request):
+        if not self.requests.authorized(request):
             return unauthorized()
-        data = await self._body(request)
+        data = await self.requests.json_body(request)
         user_id = text_field(data, "user_id")
         assert user_id is not None
         chat_id = request.path_params["chat_id"]
@@ -186,19 +124,10 @@ class HttpChat:
         return JSONResponse({"chat_id": parse_chat_id(chat_id), "status": "ended"})
 
 
-def unauthorized() -> JSONResponse:
-    return error_response(401, "unauthenticated", "missing or invalid authorization token")
-
-
 def chat_routes(
     chats: ChatService, tokens: TokenCheck, max_body_bytes: int, body_timeout: float,
     carry_on: bool = True,
 ) -> list[BaseRoute]:
     """The chat, history, resume and stop routes, for the HTTP app's `routes` list."""
-    return HttpChat(chats, tokens, max_body_bytes, body_timeout, carry_on).routes()
-
-
-def _stream_routes(chat: HttpChat) -> list[BaseRoute]:
-    from chatms.entrypoints.http_streams import stream_routes  # it builds on this module
-
-    return stream_routes(chat)
+    requests = RequestReader(tokens, max_body_bytes, body_timeout)
+    return [*HttpChat(chats, requests, carry_on).routes(), *stream_routes(chats, requests)]

@@ -16,9 +16,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from chatms.domain import errors
-from chatms.entrypoints.http_chat import HttpChat, map_errors, text_field, unauthorized
 from chatms.entrypoints.http_errors import error_body, http_error
+from chatms.entrypoints.http_requests import RequestReader, map_errors, text_field, unauthorized
 from chatms.entrypoints.http_sse import SSE_HEADERS, delta_event, sse_event, until_disconnect
+from chatms.service.chats import ChatService
 from chatms.service.resume import Resumed
 
 MAX_POSITION_DIGITS = 10
@@ -78,11 +79,11 @@ class ResumeExchange:
                     "body": sse_event(b"done", done)})
 
 
-def stream_routes(chat: HttpChat) -> list[BaseRoute]:
-    chats = chat.chats
+def stream_routes(chats: ChatService, requests: RequestReader) -> list[BaseRoute]:
+    """The resume and stop routes."""
 
     async def resume(request: Request) -> Response:
-        if not chat._authorized(request):
+        if not requests.authorized(request):
             return unauthorized()
         last = request.headers.get("last-event-id")
         after = _position(last if last is not None else request.query_params.get("after"))
@@ -92,9 +93,9 @@ def stream_routes(chat: HttpChat) -> list[BaseRoute]:
         return ResumeExchange(chat_id, resumed, after)  # type: ignore[return-value]
 
     async def stop(request: Request) -> Response:
-        if not chat._authorized(request):
+        if not requests.authorized(request):
             return unauthorized()
-        data = await chat._body(request)
+        data = await requests.json_body(request)
         user_id = text_field(data, "user_id")
         assert user_id is not None
         outcome = await chats.stop(user_id, request.path_params["chat_id"])
